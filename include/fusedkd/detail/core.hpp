@@ -1,0 +1,361 @@
+// fusedkd/detail/core.hpp — the per-row math shared by the CPU backend and the CUDA kernels.
+//
+// Everything here works on one row of logits and is marked FUSEDKD_HD (host+device under nvcc,
+// plain `inline` under a C++ compiler). A backend streams a row's elements through
+// `SplitStats::add` (any order, any split: partial stats `merge`), turns the stats into log-prob
+// functions (`LogProb`), and then calls a loss's `Row::element` once per element to get the
+// gradient and the element's share of the row loss. The backends differ only in how they loop.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define FUSEDKD_HD __host__ __device__ __forceinline__
+#else
+#define FUSEDKD_HD inline
+#endif
+
+namespace fusedkd {
+namespace detail {
+
+FUSEDKD_HD float fk_exp(float x) { return ::expf(x); }
+FUSEDKD_HD double fk_exp(double x) { return ::exp(x); }
+FUSEDKD_HD float fk_log(float x) { return ::logf(x); }
+FUSEDKD_HD double fk_log(double x) { return ::log(x); }
+
+/// The most negative finite value: the identity of a running max that also survives -inf inputs.
+template <typename A> FUSEDKD_HD A lowest();
+template <> FUSEDKD_HD float lowest<float>() { return -3.402823466e+38f; }
+template <> FUSEDKD_HD double lowest<double>() { return -1.7976931348623157e+308; }
+
+/// x * log(x / y) written as x * (log x - log y) with the convention 0 * anything = 0.
+template <typename A>
+FUSEDKD_HD A xlogy_diff(A x, A log_x, A log_y) { return x > A(0) ? x * (log_x - log_y) : A(0); }
+
+/// The targets of one row: up to two class indices, with their label values.
+/// t1 < 0 means the row has no target (KD without labels); t2 < 0 means a single target.
+/// `ignored` rows contribute nothing.
+template <typename A>
+struct RowTargets {
+  int64_t t1 = -1;
+  int64_t t2 = -1;
+  A v1 = A(1);
+  A v2 = A(0);
+  A ysum = A(1);  ///< sum of the label row (1 for hard labels)
+  bool ignored = false;
+
+  FUSEDKD_HD bool is_target(int64_t i) const { return i == t1 || i == t2; }
+};
+
+/// log-probabilities of a softmax at scale `inv` (1/temperature) over some set of classes:
+/// log p_i = (x_i - m) * inv - ls. Kept relative to the max so large logits lose no precision.
+template <typename A>
+struct LogProb {
+  A m;
+  A inv;
+  A ls;
+  FUSEDKD_HD A operator()(A x) const { return (x - m) * inv - ls; }
+};
+
+/// Online softmax statistics of one row at two scales (1 and `inv` = 1/temperature), over the
+/// non-target classes; the target logits are kept aside so that full-row and non-target
+/// softmaxes both come out exactly, without subtracting a dominant target from a sum.
+template <typename A>
+struct SplitStats {
+  A m = lowest<A>();  ///< running max of the non-target logits
+  A s1 = A(0);        ///< sum over non-targets of exp(x - m)
+  A st = A(0);        ///< sum over non-targets of exp((x - m) * inv)
+  A x1 = A(0);        ///< logit of target 1 (when there is one)
+  A x2 = A(0);        ///< logit of target 2 (when there is one)
+
+  /// Adds one non-target logit. With `two_scales` false only s1 is kept (st = s1 at the end).
+  FUSEDKD_HD void add(A x, A inv, bool two_scales) {
+    if (x > m) {
+      const A d = m - x;
+      s1 = s1 * fk_exp(d) + A(1);
+      if (two_scales) st = st * fk_exp(d * inv) + A(1);
+      m = x;
+    } else {
+      const A d = x - m;
+      s1 += fk_exp(d);
+      if (two_scales) st += fk_exp(d * inv);
+    }
+  }
+
+  /// Folds in another partial over a disjoint set of non-target classes.
+  FUSEDKD_HD void merge(const SplitStats& o, A inv, bool two_scales) {
+    const A mm = o.m > m ? o.m : m;
+    const A a = m - mm, b = o.m - mm;
+    s1 = s1 * fk_exp(a) + o.s1 * fk_exp(b);
+    if (two_scales) st = st * fk_exp(a * inv) + o.st * fk_exp(b * inv);
+    m = mm;
+  }
+
+  /// Softmax of x * inv over the non-target classes (inv is 1 or the `inv` of add).
+  FUSEDKD_HD LogProb<A> non_target(A inv, bool two_scales) const {
+    const A s = (two_scales && inv != A(1)) ? st : s1;
+    return {m, inv, fk_log(s)};
+  }
+
+  /// Softmax of x * inv over all classes, targets `tg` included.
+  FUSEDKD_HD LogProb<A> full(A inv, bool two_scales, const RowTargets<A>& tg) const {
+    A mm = m;
+    if (tg.t1 >= 0 && x1 > mm) mm = x1;
+    if (tg.t2 >= 0 && x2 > mm) mm = x2;
+    const A s = (two_scales && inv != A(1)) ? st : s1;
+    A total = s * fk_exp((m - mm) * inv);
+    if (tg.t1 >= 0) total += fk_exp((x1 - mm) * inv);
+    if (tg.t2 >= 0) total += fk_exp((x2 - mm) * inv);
+    return {mm, inv, fk_log(total)};
+  }
+};
+
+/// Accumulates one logit into `st`: the target logits are stored, the others enter the sums.
+template <typename A>
+FUSEDKD_HD void accumulate(SplitStats<A>& st, const RowTargets<A>& tg, int64_t i, A x, A inv,
+                           bool two_scales) {
+  if (i == tg.t1) {
+    st.x1 = x;
+  } else if (i == tg.t2) {
+    st.x2 = x;
+  } else {
+    st.add(x, inv, two_scales);
+  }
+}
+
+/// log of the non-target mass: log(1 - p_t) = lse(non-target) - lse(full), both at scale inv.
+template <typename A>
+FUSEDKD_HD A log_non_target_mass(const LogProb<A>& non, const LogProb<A>& full) {
+  return (non.m - full.m) * non.inv + non.ls - full.ls;
+}
+
+// ---------------------------------------------------------------------------------------------
+// NKD: row loss = -(T_t + ce) log S_t - gamma * lambda^2 * sum_{i != t} That_i log Shat_i.
+// ---------------------------------------------------------------------------------------------
+template <typename A>
+struct NkdRow {
+  LogProb<A> S, Shat, That;  // student full (scale 1), student / teacher non-target (1/lambda)
+  A coef_t;                  // T_t + ce_weight
+  A log_st;                  // log S_t
+  A g_non;                   // gamma * lambda (gradient weight of the non-target term)
+  A l_non;                   // gamma * lambda^2 (loss weight of the non-target term)
+  int64_t t;
+
+  /// `zs`, `vs`: stats of the student and teacher rows with inv = 1/lambda.
+  FUSEDKD_HD NkdRow(const SplitStats<A>& zs, const SplitStats<A>& vs, const RowTargets<A>& tg,
+                    A inv_lambda, A gamma, A ce) {
+    const bool two = inv_lambda != A(1);
+    S = zs.full(A(1), two, tg);
+    Shat = zs.non_target(inv_lambda, two);
+    That = vs.non_target(inv_lambda, two);
+    const LogProb<A> T = vs.full(A(1), two, tg);
+    coef_t = fk_exp(T(vs.x1)) + ce;
+    log_st = S(zs.x1);
+    const A lambda = A(1) / inv_lambda;
+    g_non = gamma * lambda;
+    l_non = gamma * lambda * lambda;
+    t = tg.t1;
+  }
+
+  /// Gradient of the row loss w.r.t. z_i; adds the element's share of sum That*log Shat to acc.
+  FUSEDKD_HD A element(int64_t i, A z, A v, A& acc) const {
+    const A s = fk_exp(S(z));
+    if (i == t) return coef_t * (s - A(1));
+    const A log_sh = Shat(z);
+    const A th = fk_exp(That(v));
+    acc += th * log_sh;
+    return coef_t * s + g_non * (fk_exp(log_sh) - th);
+  }
+
+  FUSEDKD_HD A loss(A acc) const { return -coef_t * log_st - l_non * acc; }
+};
+
+// ---------------------------------------------------------------------------------------------
+// KD: row loss = weight * T^2 * KL(softmax(v/T) || softmax(z/T)) + ce * (-log S_t).
+// ---------------------------------------------------------------------------------------------
+template <typename A>
+struct KdRow {
+  LogProb<A> P, Q, S;  // student and teacher at 1/T, student at scale 1 (cross-entropy)
+  A g_kl;              // weight * T
+  A l_kl;              // weight * T^2
+  A ce;
+  A log_st;
+  int64_t t;
+
+  FUSEDKD_HD KdRow(const SplitStats<A>& zs, const SplitStats<A>& vs, const RowTargets<A>& tg,
+                   A inv_t, A weight, A ce_weight) {
+    const bool two = inv_t != A(1);
+    P = zs.full(inv_t, two, tg);
+    Q = vs.full(inv_t, two, tg);
+    S = zs.full(A(1), two, tg);
+    const A temp = A(1) / inv_t;
+    g_kl = weight * temp;
+    l_kl = weight * temp * temp;
+    t = tg.t1;
+    ce = t >= 0 ? ce_weight : A(0);
+    log_st = t >= 0 ? S(zs.x1) : A(0);
+  }
+
+  /// Gradient w.r.t. z_i; adds the element's share of KL(q || p) to acc.
+  FUSEDKD_HD A element(int64_t i, A z, A v, A& acc) const {
+    const A lp = P(z), lq = Q(v);
+    const A q = fk_exp(lq);
+    acc += xlogy_diff(q, lq, lp);
+    A g = g_kl * (fk_exp(lp) - q);
+    if (ce != A(0)) g += ce * (fk_exp(S(z)) - (i == t ? A(1) : A(0)));
+    return g;
+  }
+
+  FUSEDKD_HD A loss(A acc) const { return l_kl * acc - ce * log_st; }
+};
+
+// ---------------------------------------------------------------------------------------------
+// DKD: row loss = alpha * TCKD + beta * NCKD + ce * (-log S_t), at temperature T.
+// ---------------------------------------------------------------------------------------------
+template <typename A>
+struct DkdRow {
+  LogProb<A> Phat, Qhat, S;  // non-target student / teacher at 1/T, student full at scale 1
+  A pt, qt;                  // target probabilities at 1/T
+  A tckd;                    // T^2 * KL([q_t, 1-q_t] || [p_t, 1-p_t])
+  A g_tc, g_nc;              // alpha * T, beta * T
+  A l_nc;                    // beta * T^2
+  A alpha, ce, log_st;
+  int64_t t;
+
+  FUSEDKD_HD DkdRow(const SplitStats<A>& zs, const SplitStats<A>& vs, const RowTargets<A>& tg,
+                    A inv_t, A alpha_, A beta, A ce_weight) {
+    const bool two = inv_t != A(1);
+    const LogProb<A> P = zs.full(inv_t, two, tg), Q = vs.full(inv_t, two, tg);
+    Phat = zs.non_target(inv_t, two);
+    Qhat = vs.non_target(inv_t, two);
+    S = zs.full(A(1), two, tg);
+    const A log_pt = P(zs.x1), log_qt = Q(vs.x1);
+    const A log_pn = log_non_target_mass(Phat, P), log_qn = log_non_target_mass(Qhat, Q);
+    pt = fk_exp(log_pt);
+    qt = fk_exp(log_qt);
+    const A temp = A(1) / inv_t;
+    tckd = temp * temp *
+           (xlogy_diff(qt, log_qt, log_pt) + xlogy_diff(fk_exp(log_qn), log_qn, log_pn));
+    alpha = alpha_;
+    g_tc = alpha_ * temp;
+    g_nc = beta * temp;
+    l_nc = beta * temp * temp;
+    ce = ce_weight;
+    log_st = S(zs.x1);
+    t = tg.t1;
+  }
+
+  /// Gradient w.r.t. z_i; adds the element's share of KL(That || Shat) to acc.
+  FUSEDKD_HD A element(int64_t i, A z, A v, A& acc) const {
+    A g = ce != A(0) ? ce * fk_exp(S(z)) : A(0);
+    if (i == t) return g + g_tc * (pt - qt) - ce;
+    const A lph = Phat(z), lqh = Qhat(v);
+    const A ph = fk_exp(lph), qh = fk_exp(lqh);
+    acc += xlogy_diff(qh, lqh, lph);
+    return g + g_tc * ph * (qt - pt) + g_nc * (ph - qh);
+  }
+
+  FUSEDKD_HD A loss(A acc) const { return alpha * tckd + l_nc * acc - ce * log_st; }
+};
+
+// ---------------------------------------------------------------------------------------------
+// USKD. Phase 1 (per row): the student's target probabilities, whose squares the batch averages.
+// Phase 2 (per row): the rank keys R_i, a sort, then UskdRow::element per class.
+// ---------------------------------------------------------------------------------------------
+
+/// Rank key of class i: W_i / (1 - sum_k W_tk + 1e-6) + X_i / (1 - sum_k X_tk + 1e-6), with
+/// X = log S (reference mode) or X = S (paper mode). Sorted descending, ties by lower index.
+template <typename A>
+struct UskdRankKey {
+  LogProb<A> S, W;
+  A a, b;  // 1 / (1 - sum_k W_tk + 1e-6), 1 / (1 - sum_k X_tk + 1e-6)
+  bool paper;
+
+  FUSEDKD_HD UskdRankKey(const LogProb<A>& S_, const LogProb<A>& W_, const SplitStats<A>& zs,
+                         const SplitStats<A>& ws, const RowTargets<A>& tg, bool paper_mode)
+      : S(S_), W(W_), paper(paper_mode) {
+    A wt = fk_exp(W(ws.x1)), xt = paper ? fk_exp(S(zs.x1)) : S(zs.x1);
+    if (tg.t2 >= 0) {
+      wt += fk_exp(W(ws.x2));
+      xt += paper ? fk_exp(S(zs.x2)) : S(zs.x2);
+    }
+    a = A(1) / (A(1) - wt + A(1e-6));
+    b = A(1) / (A(1) - xt + A(1e-6));
+  }
+
+  FUSEDKD_HD A operator()(A z, A w) const {
+    const A x = paper ? fk_exp(S(z)) : S(z);
+    return fk_exp(W(w)) * a + x * b;
+  }
+};
+
+/// Sum of 1/r for r = 1..n (the Zipf mass of all C ranks).
+template <typename A>
+FUSEDKD_HD A harmonic(int64_t n) {
+  A h = A(0);
+  for (int64_t r = n; r >= 1; --r) h += A(1) / A(r);  // small terms first
+  return h;
+}
+
+template <typename A>
+struct UskdRow {
+  LogProb<A> S, Shat, W;
+  A p1, p2;      // soft target weights P_k (constants)
+  A psum;        // P_1 + P_2
+  A inv_zsum;    // 1 / sum over non-targets of 1/r
+  A alpha, beta, mu, ce;
+  A q_on, q_off; // weak target: q_i = q_on * y_i + q_off
+  A qsum;        // sum_i q_i
+  A log_s1, log_s2;
+  RowTargets<A> tg;
+
+  /// `p1`, `p2`: P_k = S_tk^2 + V_k - mean_batch(S_tk^2), already zeroed where V_k = 0.
+  /// `zipf_targets`: 1/r_t1 (+ 1/r_t2) for the target classes' ranks; `h`: harmonic(C).
+  /// `ysum`: the sum of the label row (1 for hard labels).
+  FUSEDKD_HD UskdRow(const SplitStats<A>& zs, const SplitStats<A>& ws, const RowTargets<A>& tg_,
+                     A p1_, A p2_, A zipf_targets, A h, int64_t c, A alpha_, A beta_, A mu_,
+                     A eps, A ce_, A ysum)
+      : p1(p1_), p2(p2_), alpha(alpha_), beta(beta_), mu(mu_), ce(ce_), tg(tg_) {
+    S = zs.full(A(1), false, tg);
+    Shat = zs.non_target(A(1), false);
+    W = ws.full(A(1), false, tg);
+    psum = p1 + p2;
+    inv_zsum = A(1) / (h - zipf_targets);
+    q_on = A(1) - eps;
+    q_off = eps / A(c);
+    qsum = q_on * ysum + eps;
+    log_s1 = S(zs.x1);
+    log_s2 = tg.t2 >= 0 ? S(zs.x2) : A(0);
+  }
+
+  /// Gradients w.r.t. z_i and w_i for class i at 1-based rank r with label value y_i.
+  /// Adds the element's share of sum Zhat*log Shat to acc_non and of sum q*log W to acc_weak.
+  FUSEDKD_HD void element(int64_t i, A z, A w, A y, int64_t r, A& dz, A& dw, A& acc_non,
+                          A& acc_weak) const {
+    const A s = fk_exp(S(z));
+    const A lw = W(w);
+    const A q = q_on * y + q_off;
+    acc_weak += q * lw;
+    dw = mu * (qsum * fk_exp(lw) - q);
+    A g = (alpha * psum + ce) * s;
+    if (i == tg.t1) {
+      g -= alpha * p1 + ce;
+    } else if (i == tg.t2) {
+      g -= alpha * p2;
+    } else {
+      const A lsh = Shat(z);
+      const A zh = inv_zsum / A(r);
+      acc_non += zh * lsh;
+      g += beta * (fk_exp(lsh) - zh);
+    }
+    dz = g;
+  }
+
+  FUSEDKD_HD A loss(A acc_non, A acc_weak) const {
+    return -alpha * (p1 * log_s1 + p2 * log_s2) - beta * acc_non - mu * acc_weak - ce * log_s1;
+  }
+};
+
+}  // namespace detail
+}  // namespace fusedkd

@@ -1,0 +1,199 @@
+// fusedkd/detail/cpu_backend.hpp — the loop machinery of the CPU backend, shared by all losses.
+//
+// A call: validate everything (write nothing on failure), find each row's targets (O(N)
+// scratch), then per row one pass for the statistics and one for the gradient, rows in parallel
+// with OpenMP. Per-row losses go to an O(N) buffer that is reduced in row order, so results are
+// bitwise the same for any thread count. No [N, C] temporary is ever made.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <new>
+
+#include "fusedkd/detail/core.hpp"
+#include "fusedkd/status.hpp"
+#include "fusedkd/types.hpp"
+
+namespace fusedkd {
+namespace detail {
+
+/// new[] that reports failure as nullptr instead of throwing.
+template <typename U>
+std::unique_ptr<U[]> scratch(int64_t n) {
+  return std::unique_ptr<U[]>(new (std::nothrow) U[static_cast<size_t>(n > 0 ? n : 1)]);
+}
+
+template <typename T>
+Status check_input(const Matrix<const T>& m, int64_t n, int64_t c) {
+  if (m.rows != n || m.cols != c || m.stride < c) return Status::kShapeMismatch;
+  if (m.data == nullptr && n > 0) return Status::kNullPointer;
+  return Status::kSuccess;
+}
+
+/// An output matrix may be empty (no gradient wanted); otherwise it must match [n, c].
+template <typename T>
+Status check_output(const Matrix<T>& m, int64_t n, int64_t c) {
+  if (m.data == nullptr) return m.rows == 0 || n == 0 ? Status::kSuccess : Status::kNullPointer;
+  if (m.rows != n || m.cols != c || m.stride < c) return Status::kShapeMismatch;
+  return Status::kSuccess;
+}
+
+inline bool finite_number(double x) { return std::isfinite(x); }
+
+inline Status check_common(const CommonOptions& o, const Labels& labels, bool labels_optional) {
+  if (!finite_number(o.grad_scale) || !finite_number(o.ce_weight)) return Status::kInvalidOption;
+  if (labels.kind == Labels::Kind::kNone) {
+    return labels_optional && o.ce_weight == 0.0 ? Status::kSuccess : Status::kNullPointer;
+  }
+  if (labels.data == nullptr) return Status::kNullPointer;
+  return Status::kSuccess;
+}
+
+inline bool valid_temperature(double t) { return std::isfinite(t) && t > 0.0; }
+
+/// Fills targets[0..n) from the labels. Hard labels: t1 = label, or ignored. Soft labels: t1 =
+/// first maximum; with `two_targets`, t2 = the next largest (lower index first on ties). Counts
+/// the non-ignored rows. Fails on a bad label or a soft row with no positive entry.
+template <typename A>
+Status find_targets(const Labels& labels, int64_t n, int64_t c, int64_t ignore_index,
+                    bool two_targets, RowTargets<A>* targets, int64_t* active) {
+  int64_t count = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    RowTargets<A> tg;
+    if (labels.kind == Labels::Kind::kNone) {
+      // no target: KD without labels
+    } else if (labels.kind == Labels::Kind::kSoft) {
+      const int64_t ld = labels.stride > 0 ? labels.stride : c;
+      const float* y = static_cast<const float*>(labels.data) + r * ld;
+      int64_t b1 = 0, b2 = -1;
+      for (int64_t i = 1; i < c; ++i) {
+        if (y[i] > y[b1]) {
+          b2 = b1;
+          b1 = i;
+        } else if (b2 < 0 || y[i] > y[b2]) {
+          b2 = i;
+        }
+      }
+      if (!(y[b1] > 0.0f)) return Status::kEmptySoftLabelRow;
+      tg.t1 = b1;
+      tg.v1 = A(y[b1]);
+      if (two_targets) {
+        tg.t2 = b2;
+        tg.v2 = A(y[b2]);
+      }
+      A ysum = A(0);
+      for (int64_t i = 0; i < c; ++i) ysum += A(y[i]);
+      tg.ysum = ysum;
+    } else {
+      const int64_t label = labels.kind == Labels::Kind::kIndex32
+                                ? static_cast<const int32_t*>(labels.data)[r]
+                                : static_cast<const int64_t*>(labels.data)[r];
+      if (label == ignore_index) {
+        tg.ignored = true;
+      } else if (label < 0 || label >= c) {
+        return Status::kLabelOutOfRange;
+      } else {
+        tg.t1 = label;
+      }
+    }
+    count += tg.ignored ? 0 : 1;
+    targets[r] = tg;
+  }
+  *active = count;
+  return Status::kSuccess;
+}
+
+/// The factor every gradient gets: grad_scale, divided by the row count for a mean.
+inline double gradient_factor(const CommonOptions& o, int64_t active) {
+  if (o.reduction != Reduction::kMean) return o.grad_scale;
+  return active > 0 ? o.grad_scale / static_cast<double>(active) : 0.0;
+}
+
+/// Writes the batch loss from the per-row losses, summing in row order (deterministic).
+template <typename L>
+void write_loss(const CommonOptions& o, const double* row_loss, int64_t n, int64_t active,
+                L* loss) {
+  if (o.reduction == Reduction::kNone) {
+    for (int64_t r = 0; r < n; ++r) loss[r] = static_cast<L>(row_loss[r]);
+    return;
+  }
+  double total = 0.0;
+  for (int64_t r = 0; r < n; ++r) total += row_loss[r];
+  if (o.reduction == Reduction::kMean) total = active > 0 ? total / static_cast<double>(active) : 0.0;
+  *loss = static_cast<L>(total);
+}
+
+template <typename T>
+void zero_row(T* g, int64_t c) {
+  if (g != nullptr) std::fill(g, g + c, T(0));
+}
+
+/// Validation shared by the teacher losses (NKD, KD, DKD).
+template <typename T>
+Status check_pair(const Matrix<const T>& z, const Matrix<const T>& v, const Labels& labels,
+                  const CommonOptions& o, const void* loss, const Matrix<T>& grad,
+                  bool labels_optional) {
+  const int64_t n = z.rows, c = z.cols;
+  if (n < 0 || c < 0) return Status::kNegativeSize;
+  Status s = check_input(z, n, c);
+  if (s == Status::kSuccess) s = check_input(v, n, c);
+  if (s == Status::kSuccess) s = check_output(grad, n, c);
+  if (s == Status::kSuccess) s = check_common(o, labels, labels_optional);
+  if (s != Status::kSuccess) return s;
+  if (loss == nullptr) return Status::kNullPointer;
+  if (c < 2) return Status::kTooFewClasses;
+  return Status::kSuccess;
+}
+
+/// Runs a teacher loss (NKD, KD, DKD): `make_row(zs, vs, tg)` builds the loss's Row from the
+/// student and teacher statistics, gathered at scale `inv` (1 / temperature).
+template <typename T, typename MakeRow>
+Status run_pair_loss(Matrix<const T> z, Matrix<const T> v, Labels labels,
+                     const CommonOptions& o, double inv_temperature, bool labels_optional,
+                     acc_t<T>* loss, Matrix<T> grad, MakeRow make_row) {
+  using A = acc_t<T>;
+  Status s = check_pair(z, v, labels, o, loss, grad, labels_optional);
+  if (s != Status::kSuccess) return s;
+  const int64_t n = z.rows, c = z.cols;
+  auto targets = scratch<RowTargets<A>>(n);
+  auto row_loss = scratch<double>(n);
+  if (!targets || !row_loss) return Status::kOutOfMemory;
+  int64_t active = 0;
+  s = find_targets(labels, n, c, o.ignore_index, false, targets.get(), &active);
+  if (s != Status::kSuccess) return s;
+
+  const A inv = A(inv_temperature);
+  const bool two = inv != A(1);
+  const A factor = A(gradient_factor(o, active));
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < n; ++r) {
+    const RowTargets<A>& tg = targets[r];
+    const T* zr = z.row(r);
+    const T* vr = v.row(r);
+    T* gr = grad.data != nullptr ? grad.row(r) : nullptr;
+    if (tg.ignored) {
+      row_loss[r] = 0.0;
+      zero_row(gr, c);
+      continue;
+    }
+    SplitStats<A> zs, vs;
+    for (int64_t i = 0; i < c; ++i) {
+      accumulate(zs, tg, i, A(zr[i]), inv, two);
+      accumulate(vs, tg, i, A(vr[i]), inv, two);
+    }
+    const auto row = make_row(zs, vs, tg);
+    A acc = A(0);
+    for (int64_t i = 0; i < c; ++i) {
+      const A g = row.element(i, A(zr[i]), A(vr[i]), acc);  // reads z_i before writing g_i
+      if (gr != nullptr) gr[i] = T(g * factor);
+    }
+    row_loss[r] = static_cast<double>(row.loss(acc));
+  }
+  write_loss(o, row_loss.get(), n, active, loss);
+  return Status::kSuccess;
+}
+
+}  // namespace detail
+}  // namespace fusedkd

@@ -1,0 +1,31 @@
+// fusedkd/detail/cpu_kd.hpp — KD on the CPU: the options checked, then the shared row loop.
+#pragma once
+
+#include "fusedkd/detail/cpu_backend.hpp"
+#include "fusedkd/kd.hpp"
+
+namespace fusedkd {
+namespace detail {
+template <typename T>
+Status kd_cpu(Matrix<const T> z, Matrix<const T> v, Labels labels, const KdOptions& o,
+              acc_t<T>* loss, Matrix<T> grad) {
+  using A = acc_t<T>;
+  if (!valid_temperature(o.temperature) || !std::isfinite(o.weight)) return Status::kInvalidOption;
+  const A inv = A(1.0 / o.temperature), weight = A(o.weight), ce = A(o.ce_weight);
+  return run_pair_loss(z, v, labels, o, 1.0 / o.temperature, true, loss, grad,
+                       [=](const SplitStats<A>& zs, const SplitStats<A>& vs,
+                           const RowTargets<A>& tg) { return KdRow<A>(zs, vs, tg, inv, weight, ce); });
+}
+}  // namespace detail
+
+namespace cpu {
+inline Status kd(Matrix<const float> student, Matrix<const float> teacher, Labels labels,
+                 const KdOptions& options, float* loss, Matrix<float> grad_student) {
+  return detail::kd_cpu(student, teacher, labels, options, loss, grad_student);
+}
+inline Status kd(Matrix<const double> student, Matrix<const double> teacher, Labels labels,
+                 const KdOptions& options, double* loss, Matrix<double> grad_student) {
+  return detail::kd_cpu(student, teacher, labels, options, loss, grad_student);
+}
+}  // namespace cpu
+}  // namespace fusedkd

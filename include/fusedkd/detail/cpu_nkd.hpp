@@ -1,0 +1,31 @@
+// fusedkd/detail/cpu_nkd.hpp — NKD on the CPU: the options checked, then the shared row loop.
+#pragma once
+
+#include "fusedkd/detail/cpu_backend.hpp"
+#include "fusedkd/nkd.hpp"
+
+namespace fusedkd {
+namespace detail {
+template <typename T>
+Status nkd_cpu(Matrix<const T> z, Matrix<const T> v, Labels labels, const NkdOptions& o,
+               acc_t<T>* loss, Matrix<T> grad) {
+  using A = acc_t<T>;
+  if (!valid_temperature(o.temperature) || !std::isfinite(o.gamma)) return Status::kInvalidOption;
+  const A inv = A(1.0 / o.temperature), gamma = A(o.gamma), ce = A(o.ce_weight);
+  return run_pair_loss(z, v, labels, o, 1.0 / o.temperature, false, loss, grad,
+                       [=](const SplitStats<A>& zs, const SplitStats<A>& vs,
+                           const RowTargets<A>& tg) { return NkdRow<A>(zs, vs, tg, inv, gamma, ce); });
+}
+}  // namespace detail
+
+namespace cpu {
+inline Status nkd(Matrix<const float> student, Matrix<const float> teacher, Labels labels,
+                  const NkdOptions& options, float* loss, Matrix<float> grad_student) {
+  return detail::nkd_cpu(student, teacher, labels, options, loss, grad_student);
+}
+inline Status nkd(Matrix<const double> student, Matrix<const double> teacher, Labels labels,
+                  const NkdOptions& options, double* loss, Matrix<double> grad_student) {
+  return detail::nkd_cpu(student, teacher, labels, options, loss, grad_student);
+}
+}  // namespace cpu
+}  // namespace fusedkd

@@ -1,0 +1,180 @@
+// fusedkd/detail/cpu_uskd.hpp — USKD on the CPU.
+//
+// Phase 1, rows in parallel: student and weak statistics, kept per row (O(N)), and S_tk^2.
+// Between the phases: the batch mean of S_tk^2 per target column, summed in row order.
+// Phase 2, rows in parallel: the rank keys of all C classes into a per-thread O(C) buffer, one
+// sort, then one pass that writes both gradient rows and the row loss.
+#pragma once
+
+#include <algorithm>
+#include <limits>
+
+#include "fusedkd/detail/cpu_backend.hpp"
+#include "fusedkd/uskd.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace fusedkd {
+namespace detail {
+
+/// One entry of the rank sort: descending key, ties by the lower class index.
+template <typename A>
+struct RankEntry {
+  A key;
+  int32_t index;
+  bool operator<(const RankEntry& o) const {
+    return key > o.key || (key == o.key && index < o.index);
+  }
+};
+
+template <typename T>
+Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdOptions& o,
+                acc_t<T>* loss, Matrix<T> gz, Matrix<T> gw) {
+  using A = acc_t<T>;
+  const int64_t n = z.rows, c = z.cols;
+  if (!std::isfinite(o.alpha) || !std::isfinite(o.beta) || !std::isfinite(o.mu) ||
+      !(o.smoothing >= 0.0 && o.smoothing <= 1.0) ||
+      (o.rank != UskdRank::kReference && o.rank != UskdRank::kPaper)) {
+    return Status::kInvalidOption;
+  }
+  Status s = check_pair(z, w, labels, o, loss, gz, false);
+  if (s == Status::kSuccess) s = check_output(gw, n, c);
+  if (s != Status::kSuccess) return s;
+  if ((gz.data == nullptr) != (gw.data == nullptr) && n > 0) return Status::kNullPointer;
+  const bool soft = labels.is_soft();
+  if (soft && c < 3) return Status::kTooFewClasses;
+  if (c > INT32_MAX) return Status::kNotSupported;
+
+  auto targets = scratch<RowTargets<A>>(n);
+  auto zstats = scratch<SplitStats<A>>(n);
+  auto wstats = scratch<SplitStats<A>>(n);
+  auto sq = scratch<A>(2 * n);  // S_t1^2, S_t2^2 per row
+  auto row_loss = scratch<double>(n);
+  if (!targets || !zstats || !wstats || !sq || !row_loss) return Status::kOutOfMemory;
+  int64_t active = 0;
+  s = find_targets(labels, n, c, o.ignore_index, soft, targets.get(), &active);
+  if (s != Status::kSuccess) return s;
+
+  int threads = 1;
+#if defined(_OPENMP)
+  threads = omp_get_max_threads();
+#endif
+  auto order = scratch<RankEntry<A>>(static_cast<int64_t>(threads) * c);
+  auto ranks = scratch<int32_t>(static_cast<int64_t>(threads) * c);
+  if (!order || !ranks) return Status::kOutOfMemory;
+
+  // Phase 1: statistics and the student's target probabilities.
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < n; ++r) {
+    const RowTargets<A>& tg = targets[r];
+    sq[2 * r] = sq[2 * r + 1] = A(0);
+    if (tg.ignored) continue;
+    const T* zr = z.row(r);
+    const T* wr = w.row(r);
+    SplitStats<A> zs, ws;
+    for (int64_t i = 0; i < c; ++i) {
+      accumulate(zs, tg, i, A(zr[i]), A(1), false);
+      accumulate(ws, tg, i, A(wr[i]), A(1), false);
+    }
+    zstats[r] = zs;
+    wstats[r] = ws;
+    const LogProb<A> S = zs.full(A(1), false, tg);
+    const A s1 = fk_exp(S(zs.x1));
+    sq[2 * r] = s1 * s1;
+    if (tg.t2 >= 0) {
+      const A s2 = fk_exp(S(zs.x2));
+      sq[2 * r + 1] = s2 * s2;
+    }
+  }
+
+  // The batch mean of S_tk^2 over the non-ignored rows, in row order.
+  double mean1 = 0.0, mean2 = 0.0;
+  for (int64_t r = 0; r < n; ++r) {
+    mean1 += static_cast<double>(sq[2 * r]);
+    mean2 += static_cast<double>(sq[2 * r + 1]);
+  }
+  if (active > 0) {
+    mean1 /= static_cast<double>(active);
+    mean2 /= static_cast<double>(active);
+  }
+
+  const A h = harmonic<A>(c);
+  const A factor = A(gradient_factor(o, active));
+  const bool paper = o.rank == UskdRank::kPaper;
+  const int64_t ld_y = labels.stride > 0 ? labels.stride : c;
+
+  // Phase 2: rank, sort, gradients and row loss.
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < n; ++r) {
+    int thread = 0;
+#if defined(_OPENMP)
+    thread = omp_get_thread_num();
+#endif
+    const RowTargets<A>& tg = targets[r];
+    const T* zr = z.row(r);
+    const T* wr = w.row(r);
+    T* gzr = gz.data != nullptr ? gz.row(r) : nullptr;
+    T* gwr = gw.data != nullptr ? gw.row(r) : nullptr;
+    if (tg.ignored) {
+      row_loss[r] = 0.0;
+      zero_row(gzr, c);
+      zero_row(gwr, c);
+      continue;
+    }
+    const SplitStats<A>& zs = zstats[r];
+    const SplitStats<A>& ws = wstats[r];
+
+    // Zipf ranks: sort all classes by R, descending, ties by class index.
+    RankEntry<A>* ord = order.get() + static_cast<int64_t>(thread) * c;
+    int32_t* rank = ranks.get() + static_cast<int64_t>(thread) * c;
+    const UskdRankKey<A> key(zs.full(A(1), false, tg), ws.full(A(1), false, tg), zs, ws, tg,
+                             paper);
+    for (int64_t i = 0; i < c; ++i) {
+      const A k = key(A(zr[i]), A(wr[i]));
+      ord[i] = {k == k ? k : -std::numeric_limits<A>::infinity(), static_cast<int32_t>(i)};  // NaN last
+    }
+    std::sort(ord, ord + c);
+    for (int64_t p = 0; p < c; ++p) rank[ord[p].index] = static_cast<int32_t>(p + 1);
+    A zipf_targets = A(1) / A(rank[tg.t1]);
+    if (tg.t2 >= 0) zipf_targets += A(1) / A(rank[tg.t2]);
+
+    // Soft target weights P_k (0 where V_k = 0).
+    const A p1 = tg.v1 != A(0) ? sq[2 * r] + tg.v1 - A(mean1) : A(0);
+    const A p2 = tg.t2 >= 0 && tg.v2 != A(0) ? sq[2 * r + 1] + tg.v2 - A(mean2) : A(0);
+    const UskdRow<A> row(zs, ws, tg, p1, p2, zipf_targets, h, c, A(o.alpha), A(o.beta),
+                         A(o.mu), A(o.smoothing), A(o.ce_weight), tg.ysum);
+
+    const float* y = soft ? static_cast<const float*>(labels.data) + r * ld_y : nullptr;
+    A acc_non = A(0), acc_weak = A(0);
+    for (int64_t i = 0; i < c; ++i) {
+      const A yi = soft ? A(y[i]) : (i == tg.t1 ? A(1) : A(0));
+      A dz, dw;
+      row.element(i, A(zr[i]), A(wr[i]), yi, rank[i], dz, dw, acc_non, acc_weak);
+      if (gzr != nullptr) {
+        gzr[i] = T(dz * factor);
+        gwr[i] = T(dw * factor);
+      }
+    }
+    row_loss[r] = static_cast<double>(row.loss(acc_non, acc_weak));
+  }
+  write_loss(o, row_loss.get(), n, active, loss);
+  return Status::kSuccess;
+}
+
+}  // namespace detail
+
+namespace cpu {
+inline Status uskd(Matrix<const float> student, Matrix<const float> weak, Labels labels,
+                   const UskdOptions& options, float* loss, Matrix<float> grad_student,
+                   Matrix<float> grad_weak) {
+  return detail::uskd_cpu(student, weak, labels, options, loss, grad_student, grad_weak);
+}
+inline Status uskd(Matrix<const double> student, Matrix<const double> weak, Labels labels,
+                   const UskdOptions& options, double* loss, Matrix<double> grad_student,
+                   Matrix<double> grad_weak) {
+  return detail::uskd_cpu(student, weak, labels, options, loss, grad_student, grad_weak);
+}
+}  // namespace cpu
+}  // namespace fusedkd

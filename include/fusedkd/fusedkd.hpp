@@ -1,0 +1,7 @@
+// fusedkd/fusedkd.hpp — everything: the four losses on the CPU (and on CUDA under nvcc).
+#pragma once
+
+#include "fusedkd/dkd.hpp"
+#include "fusedkd/kd.hpp"
+#include "fusedkd/nkd.hpp"
+#include "fusedkd/uskd.hpp"
