@@ -67,8 +67,8 @@ Status find_targets(const Labels& labels, int64_t n, int64_t c, int64_t ignore_i
     } else if (labels.kind == Labels::Kind::kSoft) {
       const int64_t ld = labels.stride > 0 ? labels.stride : c;
       const float* y = static_cast<const float*>(labels.data) + r * ld;
-      int64_t b1 = 0, b2 = -1;
-      for (int64_t i = 1; i < c; ++i) {
+      int32_t b1 = 0, b2 = -1;
+      for (int32_t i = 1; i < c; ++i) {
         if (y[i] > y[b1]) {
           b2 = b1;
           b1 = i;
@@ -95,7 +95,7 @@ Status find_targets(const Labels& labels, int64_t n, int64_t c, int64_t ignore_i
       } else if (label < 0 || label >= c) {
         return Status::kLabelOutOfRange;
       } else {
-        tg.t1 = label;
+        tg.t1 = static_cast<int32_t>(label);
       }
     }
     count += tg.ignored ? 0 : 1;
@@ -130,6 +130,82 @@ void zero_row(T* g, int64_t c) {
   if (g != nullptr) std::fill(g, g + c, T(0));
 }
 
+#if defined(_OPENMP)
+#define FUSEDKD_PRAGMA(...) _Pragma(#__VA_ARGS__)
+#define FUSEDKD_SIMD_REDUCE(op, ...) FUSEDKD_PRAGMA(omp simd reduction(op : __VA_ARGS__))
+#else
+#define FUSEDKD_SIMD_REDUCE(op, ...)
+#endif
+
+/// max(m, x[0..n)) in four independent chains (scalar maxss, no loop-carried latency wall).
+/// A NaN may be skipped here; it still reaches the sum of exponentials and propagates there.
+template <typename T, typename A>
+A max_of(const T* x, int32_t n, A m) {
+  A m0 = m, m1 = m, m2 = m, m3 = m;
+  int32_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const A a = A(x[i]), b = A(x[i + 1]), c = A(x[i + 2]), d = A(x[i + 3]);
+    m0 = a > m0 ? a : m0;
+    m1 = b > m1 ? b : m1;
+    m2 = c > m2 ? c : m2;
+    m3 = d > m3 ? d : m3;
+  }
+  for (; i < n; ++i) m0 = A(x[i]) > m0 ? A(x[i]) : m0;
+  m0 = m1 > m0 ? m1 : m0;
+  m2 = m3 > m2 ? m3 : m2;
+  return m2 > m0 ? m2 : m0;
+}
+
+/// The statistics of one row, in chunks that stay in L1: a chunk's max (a scalar loop: cheap,
+/// and float compares would keep the compiler from vectorizing), then its sum of exponentials (a
+/// vectorized loop), folded into the running stats: an online softmax at chunk granularity that
+/// reads the row from memory once.
+template <typename T, typename A>
+SplitStats<A> row_stats(const T* x, int32_t c, const RowTargets<A>& tg, A inv, bool two) {
+  constexpr int32_t kChunk = 1024;
+  const int32_t t1 = tg.t1, t2 = tg.t2;
+  SplitStats<A> st;
+  for (int32_t b = 0; b < c; b += kChunk) {
+    const int32_t e = c - b > kChunk ? b + kChunk : c;
+    // max over [b, e) without the targets: over the segments between them
+    A m = lowest<A>();
+    bool any = false;
+    int32_t lo = b;
+    const int32_t cuts[3] = {t1 < t2 ? t1 : t2, t1 < t2 ? t2 : t1, e};  // -1: no target
+    for (const int32_t cut : cuts) {
+      if (cut < lo) continue;
+      const int32_t hi = cut < e ? cut : e;
+      if (hi > lo) {
+        m = max_of(x + lo, hi - lo, m);
+        any = true;
+      }
+      lo = hi + 1;
+      if (lo >= e) break;
+    }
+    if (!any) continue;  // a chunk of only targets adds nothing
+    SplitStats<A> part;
+    part.m = m;
+    A s1 = A(0);
+    FUSEDKD_SIMD_REDUCE(+, s1)
+    for (int32_t i = b; i < e; ++i) {
+      s1 += choose(i == t1 || i == t2, A(0), fk_exp(A(x[i]) - m));
+    }
+    part.s1 = s1;
+    if (two) {
+      A s2 = A(0);
+      FUSEDKD_SIMD_REDUCE(+, s2)
+      for (int32_t i = b; i < e; ++i) {
+        s2 += choose(i == t1 || i == t2, A(0), fk_exp((A(x[i]) - m) * inv));
+      }
+      part.st = s2;
+    }
+    st.merge(part, inv, two);
+  }
+  if (t1 >= 0) st.x1 = A(x[t1]);
+  if (t2 >= 0) st.x2 = A(x[t2]);
+  return st;
+}
+
 /// Validation shared by the teacher losses (NKD, KD, DKD).
 template <typename T>
 Status check_pair(const Matrix<const T>& z, const Matrix<const T>& v, const Labels& labels,
@@ -144,6 +220,7 @@ Status check_pair(const Matrix<const T>& z, const Matrix<const T>& v, const Labe
   if (s != Status::kSuccess) return s;
   if (loss == nullptr) return Status::kNullPointer;
   if (c < 2) return Status::kTooFewClasses;
+  if (c > INT32_MAX) return Status::kNotSupported;
   return Status::kSuccess;
 }
 
@@ -178,16 +255,18 @@ Status run_pair_loss(Matrix<const T> z, Matrix<const T> v, Labels labels,
       zero_row(gr, c);
       continue;
     }
-    SplitStats<A> zs, vs;
-    for (int64_t i = 0; i < c; ++i) {
-      accumulate(zs, tg, i, A(zr[i]), inv, two);
-      accumulate(vs, tg, i, A(vr[i]), inv, two);
-    }
-    const auto row = make_row(zs, vs, tg);
+    const int32_t c32 = static_cast<int32_t>(c);
+    const auto row = make_row(row_stats(zr, c32, tg, inv, two), row_stats(vr, c32, tg, inv, two), tg);
     A acc = A(0);
-    for (int64_t i = 0; i < c; ++i) {
-      const A g = row.element(i, A(zr[i]), A(vr[i]), acc);  // reads z_i before writing g_i
-      if (gr != nullptr) gr[i] = T(g * factor);
+    if (gr != nullptr) {
+      FUSEDKD_SIMD_REDUCE(+, acc)
+      for (int32_t i = 0; i < c32; ++i) {
+        const A g = row.element(i, A(zr[i]), A(vr[i]), acc);  // reads z_i before writing g_i
+        gr[i] = T(g * factor);
+      }
+    } else {
+      FUSEDKD_SIMD_REDUCE(+, acc)
+      for (int32_t i = 0; i < c32; ++i) row.element(i, A(zr[i]), A(vr[i]), acc);
     }
     row_loss[r] = static_cast<double>(row.loss(acc));
   }

@@ -45,7 +45,6 @@ Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdO
   if ((gz.data == nullptr) != (gw.data == nullptr) && n > 0) return Status::kNullPointer;
   const bool soft = labels.is_soft();
   if (soft && c < 3) return Status::kTooFewClasses;
-  if (c > INT32_MAX) return Status::kNotSupported;
 
   auto targets = scratch<RowTargets<A>>(n);
   auto zstats = scratch<SplitStats<A>>(n);
@@ -65,6 +64,8 @@ Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdO
   auto ranks = scratch<int32_t>(static_cast<int64_t>(threads) * c);
   if (!order || !ranks) return Status::kOutOfMemory;
 
+  const int32_t c32 = static_cast<int32_t>(c);
+
   // Phase 1: statistics and the student's target probabilities.
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < n; ++r) {
@@ -73,13 +74,9 @@ Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdO
     if (tg.ignored) continue;
     const T* zr = z.row(r);
     const T* wr = w.row(r);
-    SplitStats<A> zs, ws;
-    for (int64_t i = 0; i < c; ++i) {
-      accumulate(zs, tg, i, A(zr[i]), A(1), false);
-      accumulate(ws, tg, i, A(wr[i]), A(1), false);
-    }
+    const SplitStats<A> zs = row_stats(zr, c32, tg, A(1), false);
+    wstats[r] = row_stats(wr, c32, tg, A(1), false);
     zstats[r] = zs;
-    wstats[r] = ws;
     const LogProb<A> S = zs.full(A(1), false, tg);
     const A s1 = fk_exp(S(zs.x1));
     sq[2 * r] = s1 * s1;
@@ -131,12 +128,12 @@ Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdO
     int32_t* rank = ranks.get() + static_cast<int64_t>(thread) * c;
     const UskdRankKey<A> key(zs.full(A(1), false, tg), ws.full(A(1), false, tg), zs, ws, tg,
                              paper);
-    for (int64_t i = 0; i < c; ++i) {
+    for (int32_t i = 0; i < c32; ++i) {
       const A k = key(A(zr[i]), A(wr[i]));
       ord[i] = {k == k ? k : -std::numeric_limits<A>::infinity(), static_cast<int32_t>(i)};  // NaN last
     }
     std::sort(ord, ord + c);
-    for (int64_t p = 0; p < c; ++p) rank[ord[p].index] = static_cast<int32_t>(p + 1);
+    for (int32_t p = 0; p < c32; ++p) rank[ord[p].index] = p + 1;
     A zipf_targets = A(1) / A(rank[tg.t1]);
     if (tg.t2 >= 0) zipf_targets += A(1) / A(rank[tg.t2]);
 
@@ -148,8 +145,9 @@ Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdO
 
     const float* y = soft ? static_cast<const float*>(labels.data) + r * ld_y : nullptr;
     A acc_non = A(0), acc_weak = A(0);
-    for (int64_t i = 0; i < c; ++i) {
-      const A yi = soft ? A(y[i]) : (i == tg.t1 ? A(1) : A(0));
+    FUSEDKD_SIMD_REDUCE(+, acc_non, acc_weak)
+    for (int32_t i = 0; i < c32; ++i) {
+      const A yi = soft ? A(y[i]) : choose(i == tg.t1, A(1), A(0));
       A dz, dw;
       row.element(i, A(zr[i]), A(wr[i]), yi, rank[i], dz, dw, acc_non, acc_weak);
       if (gzr != nullptr) {
