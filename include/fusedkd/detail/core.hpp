@@ -357,8 +357,8 @@ struct UskdRankKey {
   }
 
   FUSEDKD_HD A operator()(A z, A w) const {
-    const A x = paper ? fk_exp(S(z)) : S(z);
-    return fk_exp(W(w)) * a + x * b;
+    const A log_s = S(z);
+    return fk_exp(W(w)) * a + choose(paper, fk_exp(log_s), log_s) * b;
   }
 };
 

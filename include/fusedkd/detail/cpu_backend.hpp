@@ -133,8 +133,10 @@ void zero_row(T* g, int64_t c) {
 #if defined(_OPENMP)
 #define FUSEDKD_PRAGMA(...) _Pragma(#__VA_ARGS__)
 #define FUSEDKD_SIMD_REDUCE(op, ...) FUSEDKD_PRAGMA(omp simd reduction(op : __VA_ARGS__))
+#define FUSEDKD_PARALLEL_ROWS FUSEDKD_PRAGMA(omp parallel for schedule(static))
 #else
 #define FUSEDKD_SIMD_REDUCE(op, ...)
+#define FUSEDKD_PARALLEL_ROWS
 #endif
 
 /// max(m, x[0..n)) in four independent chains (scalar maxss, no loop-carried latency wall).
@@ -244,7 +246,7 @@ Status run_pair_loss(Matrix<const T> z, Matrix<const T> v, Labels labels,
   const A inv = A(inv_temperature);
   const bool two = inv != A(1);
   const A factor = A(gradient_factor(o, active));
-#pragma omp parallel for schedule(static)
+FUSEDKD_PARALLEL_ROWS
   for (int64_t r = 0; r < n; ++r) {
     const RowTargets<A>& tg = targets[r];
     const T* zr = z.row(r);

@@ -7,7 +7,10 @@
 #pragma once
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
+#include <type_traits>
+#include <utility>
 
 #include "fusedkd/detail/cpu_backend.hpp"
 #include "fusedkd/uskd.hpp"
@@ -19,15 +22,46 @@
 namespace fusedkd {
 namespace detail {
 
-/// One entry of the rank sort: descending key, ties by the lower class index.
+/// A rank-sort entry: the key as unsigned bits whose ascending order is the key's descending
+/// order, and the class index.
 template <typename A>
 struct RankEntry {
-  A key;
+  using Bits = typename std::conditional<sizeof(A) == 4, uint32_t, uint64_t>::type;
+  Bits key;
   int32_t index;
-  bool operator<(const RankEntry& o) const {
-    return key > o.key || (key == o.key && index < o.index);
+
+  static RankEntry make(A k, int32_t index) {
+    k += A(0);  // -0 becomes +0, which compares equal
+    Bits b;
+    std::memcpy(&b, &k, sizeof b);
+    const Bits sign = Bits(1) << (8 * sizeof(Bits) - 1);
+    const Bits ascending = b ^ (static_cast<Bits>(Bits(0) - (b >> (8 * sizeof(Bits) - 1))) | sign);
+    const Bits inf = sizeof(A) == 4 ? Bits(0x7f800000u) : Bits(0x7ff0000000000000ull);
+    const Bits nan = Bits(0) - static_cast<Bits>((b & ~sign) > inf);  // all ones for NaN
+    return {static_cast<Bits>(~ascending | nan), index};               // NaN sorts last
   }
 };
+
+/// Stable LSD radix sort by key, a byte per pass (passes where every key has the same byte are
+/// skipped). Entries come in by class index, so ties keep the lower index first. Returns the
+/// buffer, `a` or `tmp`, that holds the result.
+template <typename A>
+RankEntry<A>* radix_sort(RankEntry<A>* a, RankEntry<A>* tmp, int32_t n) {
+  for (unsigned shift = 0; shift < 8 * sizeof(a->key); shift += 8) {
+    int32_t count[256] = {};
+    for (int32_t i = 0; i < n; ++i) ++count[(a[i].key >> shift) & 255u];
+    if (count[(a[0].key >> shift) & 255u] == n) continue;
+    int32_t offset[256];
+    int32_t sum = 0;
+    for (int b = 0; b < 256; ++b) {
+      offset[b] = sum;
+      sum += count[b];
+    }
+    for (int32_t i = 0; i < n; ++i) tmp[offset[(a[i].key >> shift) & 255u]++] = a[i];
+    std::swap(a, tmp);
+  }
+  return a;
+}
 
 template <typename T>
 Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdOptions& o,
@@ -60,14 +94,14 @@ Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdO
 #if defined(_OPENMP)
   threads = omp_get_max_threads();
 #endif
-  auto order = scratch<RankEntry<A>>(static_cast<int64_t>(threads) * c);
+  auto order = scratch<RankEntry<A>>(2 * static_cast<int64_t>(threads) * c);
   auto ranks = scratch<int32_t>(static_cast<int64_t>(threads) * c);
   if (!order || !ranks) return Status::kOutOfMemory;
 
   const int32_t c32 = static_cast<int32_t>(c);
 
   // Phase 1: statistics and the student's target probabilities.
-#pragma omp parallel for schedule(static)
+FUSEDKD_PARALLEL_ROWS
   for (int64_t r = 0; r < n; ++r) {
     const RowTargets<A>& tg = targets[r];
     sq[2 * r] = sq[2 * r + 1] = A(0);
@@ -103,7 +137,7 @@ Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdO
   const int64_t ld_y = labels.stride > 0 ? labels.stride : c;
 
   // Phase 2: rank, sort, gradients and row loss.
-#pragma omp parallel for schedule(static)
+FUSEDKD_PARALLEL_ROWS
   for (int64_t r = 0; r < n; ++r) {
     int thread = 0;
 #if defined(_OPENMP)
@@ -124,16 +158,14 @@ Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdO
     const SplitStats<A>& ws = wstats[r];
 
     // Zipf ranks: sort all classes by R, descending, ties by class index.
-    RankEntry<A>* ord = order.get() + static_cast<int64_t>(thread) * c;
+    RankEntry<A>* ord = order.get() + 2 * static_cast<int64_t>(thread) * c;
     int32_t* rank = ranks.get() + static_cast<int64_t>(thread) * c;
     const UskdRankKey<A> key(zs.full(A(1), false, tg), ws.full(A(1), false, tg), zs, ws, tg,
                              paper);
-    for (int32_t i = 0; i < c32; ++i) {
-      const A k = key(A(zr[i]), A(wr[i]));
-      ord[i] = {k == k ? k : -std::numeric_limits<A>::infinity(), static_cast<int32_t>(i)};  // NaN last
-    }
-    std::sort(ord, ord + c);
-    for (int32_t p = 0; p < c32; ++p) rank[ord[p].index] = p + 1;
+    const int32_t cols = c32;  // a local: the shared one could alias the stores below
+    for (int32_t i = 0; i < cols; ++i) ord[i] = RankEntry<A>::make(key(A(zr[i]), A(wr[i])), i);
+    const RankEntry<A>* sorted = radix_sort(ord, ord + c, cols);
+    for (int32_t p = 0; p < cols; ++p) rank[sorted[p].index] = p + 1;
     A zipf_targets = A(1) / A(rank[tg.t1]);
     if (tg.t2 >= 0) zipf_targets += A(1) / A(rank[tg.t2]);
 
@@ -143,17 +175,28 @@ Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdO
     const UskdRow<A> row(zs, ws, tg, p1, p2, zipf_targets, h, c, A(o.alpha), A(o.beta),
                          A(o.mu), A(o.smoothing), A(o.ce_weight), tg.ysum);
 
+    // One pass over the row: both gradients and the row loss. Four variants (soft or hard
+    // labels, gradients or not) so that each inner loop is branch-free and vectorizes.
     const float* y = soft ? static_cast<const float*>(labels.data) + r * ld_y : nullptr;
     A acc_non = A(0), acc_weak = A(0);
-    FUSEDKD_SIMD_REDUCE(+, acc_non, acc_weak)
-    for (int32_t i = 0; i < c32; ++i) {
-      const A yi = soft ? A(y[i]) : choose(i == tg.t1, A(1), A(0));
-      A dz, dw;
-      row.element(i, A(zr[i]), A(wr[i]), yi, rank[i], dz, dw, acc_non, acc_weak);
-      if (gzr != nullptr) {
-        gzr[i] = T(dz * factor);
-        gwr[i] = T(dw * factor);
+    auto pass = [&](auto soft_labels, auto write) {
+      FUSEDKD_SIMD_REDUCE(+, acc_non, acc_weak)
+      for (int32_t i = 0; i < c32; ++i) {
+        const A yi = decltype(soft_labels)::value ? A(y[i]) : choose(i == tg.t1, A(1), A(0));
+        A dz, dw;
+        row.element(i, A(zr[i]), A(wr[i]), yi, rank[i], dz, dw, acc_non, acc_weak);
+        if (decltype(write)::value) {
+          gzr[i] = T(dz * factor);  // after the reads of z_i and w_i: in place is safe
+          gwr[i] = T(dw * factor);
+        }
       }
+    };
+    using yes = std::true_type;
+    using no = std::false_type;
+    if (soft) {
+      gzr != nullptr ? pass(yes{}, yes{}) : pass(yes{}, no{});
+    } else {
+      gzr != nullptr ? pass(no{}, yes{}) : pass(no{}, no{});
     }
     row_loss[r] = static_cast<double>(row.loss(acc_non, acc_weak));
   }
