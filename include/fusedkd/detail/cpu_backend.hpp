@@ -139,6 +139,9 @@ void zero_row(T* g, int64_t c) {
 #define FUSEDKD_PARALLEL_ROWS
 #endif
 
+/// Rows are processed in chunks of this many classes: they stay in L1 between passes.
+constexpr int32_t kChunk = 1024;
+
 /// max(m, x[0..n)) in four independent chains (scalar maxss, no loop-carried latency wall).
 /// A NaN may be skipped here; it still reaches the sum of exponentials and propagates there.
 template <typename T, typename A>
@@ -164,7 +167,6 @@ A max_of(const T* x, int32_t n, A m) {
 /// reads the row from memory once.
 template <typename T, typename A>
 SplitStats<A> row_stats(const T* x, int32_t c, const RowTargets<A>& tg, A inv, bool two) {
-  constexpr int32_t kChunk = 1024;
   const int32_t t1 = tg.t1, t2 = tg.t2;
   SplitStats<A> st;
   for (int32_t b = 0; b < c; b += kChunk) {
@@ -259,17 +261,25 @@ FUSEDKD_PARALLEL_ROWS
     }
     const int32_t c32 = static_cast<int32_t>(c);
     const auto row = make_row(row_stats(zr, c32, tg, inv, two), row_stats(vr, c32, tg, inv, two), tg);
-    A acc = A(0);
-    if (gr != nullptr) {
-      FUSEDKD_SIMD_REDUCE(+, acc)
-      for (int32_t i = 0; i < c32; ++i) {
-        const A g = row.element(i, A(zr[i]), A(vr[i]), acc);  // reads z_i before writing g_i
-        gr[i] = T(g * factor);
+    // The loss terms are summed per chunk in A (vectorized), the chunks in double: a float sum
+    // over a 128k-class row would otherwise lose digits.
+    double total = 0.0;
+    for (int32_t b = 0; b < c32; b += kChunk) {
+      const int32_t e = c32 - b > kChunk ? b + kChunk : c32;
+      A acc = A(0);
+      if (gr != nullptr) {
+        FUSEDKD_SIMD_REDUCE(+, acc)
+        for (int32_t i = b; i < e; ++i) {
+          const A g = row.element(i, A(zr[i]), A(vr[i]), acc);  // reads z_i before writing g_i
+          gr[i] = T(g * factor);
+        }
+      } else {
+        FUSEDKD_SIMD_REDUCE(+, acc)
+        for (int32_t i = b; i < e; ++i) row.element(i, A(zr[i]), A(vr[i]), acc);
       }
-    } else {
-      FUSEDKD_SIMD_REDUCE(+, acc)
-      for (int32_t i = 0; i < c32; ++i) row.element(i, A(zr[i]), A(vr[i]), acc);
+      total += static_cast<double>(acc);
     }
+    const A acc = A(total);
     row_loss[r] = static_cast<double>(row.loss(acc));
   }
   write_loss(o, row_loss.get(), n, active, loss);

@@ -178,17 +178,23 @@ FUSEDKD_PARALLEL_ROWS
     // One pass over the row: both gradients and the row loss. Four variants (soft or hard
     // labels, gradients or not) so that each inner loop is branch-free and vectorizes.
     const float* y = soft ? static_cast<const float*>(labels.data) + r * ld_y : nullptr;
-    A acc_non = A(0), acc_weak = A(0);
+    double total_non = 0.0, total_weak = 0.0;  // per chunk in A, across chunks in double
     auto pass = [&](auto soft_labels, auto write) {
-      FUSEDKD_SIMD_REDUCE(+, acc_non, acc_weak)
-      for (int32_t i = 0; i < c32; ++i) {
-        const A yi = decltype(soft_labels)::value ? A(y[i]) : choose(i == tg.t1, A(1), A(0));
-        A dz, dw;
-        row.element(i, A(zr[i]), A(wr[i]), yi, rank[i], dz, dw, acc_non, acc_weak);
-        if (decltype(write)::value) {
-          gzr[i] = T(dz * factor);  // after the reads of z_i and w_i: in place is safe
-          gwr[i] = T(dw * factor);
+      for (int32_t b = 0; b < cols; b += kChunk) {
+        const int32_t e = cols - b > kChunk ? b + kChunk : cols;
+        A acc_non = A(0), acc_weak = A(0);
+        FUSEDKD_SIMD_REDUCE(+, acc_non, acc_weak)
+        for (int32_t i = b; i < e; ++i) {
+          const A yi = decltype(soft_labels)::value ? A(y[i]) : choose(i == tg.t1, A(1), A(0));
+          A dz, dw;
+          row.element(i, A(zr[i]), A(wr[i]), yi, rank[i], dz, dw, acc_non, acc_weak);
+          if (decltype(write)::value) {
+            gzr[i] = T(dz * factor);  // after the reads of z_i and w_i: in place is safe
+            gwr[i] = T(dw * factor);
+          }
         }
+        total_non += static_cast<double>(acc_non);
+        total_weak += static_cast<double>(acc_weak);
       }
     };
     using yes = std::true_type;
@@ -198,6 +204,7 @@ FUSEDKD_PARALLEL_ROWS
     } else {
       gzr != nullptr ? pass(no{}, yes{}) : pass(no{}, no{});
     }
+    const A acc_non = A(total_non), acc_weak = A(total_weak);
     row_loss[r] = static_cast<double>(row.loss(acc_non, acc_weak));
   }
   write_loss(o, row_loss.get(), n, active, loss);
