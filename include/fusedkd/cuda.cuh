@@ -185,11 +185,11 @@ inline Status prepass(const LabelArgs& labels, int64_t n, int64_t c, Header* hea
   p.offsets_count = offsets_count;
   p.loss = loss;
   p.zero_loss = n == 0 && o.reduction != Reduction::kNone;
-  cuda_detail::prepass_kernel<<<1, cuda_detail::kPrepassThreads, 0, stream>>>(p);
+  cuda_detail::prepass_kernel<0><<<1, cuda_detail::kPrepassThreads, 0, stream>>>(p);
   Status s = cuda_detail::launch_status();
   if (s != Status::kSuccess || validation != Validation::kSync) return s;
   if (labels.kind == Labels::Kind::kSoft && n > 0) {
-    cuda_detail::soft_check_kernel<<<static_cast<unsigned int>(n), 256, 0, stream>>>(labels, c, header);
+    cuda_detail::soft_check_kernel<0><<<static_cast<unsigned int>(n), 256, 0, stream>>>(labels, c, header);
     s = cuda_detail::launch_status();
     if (s != Status::kSuccess) return s;
   }

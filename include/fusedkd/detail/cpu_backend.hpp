@@ -133,10 +133,11 @@ void zero_row(T* g, int64_t c) {
 #if defined(_OPENMP)
 #define FUSEDKD_PRAGMA(...) _Pragma(#__VA_ARGS__)
 #define FUSEDKD_SIMD_REDUCE(op, ...) FUSEDKD_PRAGMA(omp simd reduction(op : __VA_ARGS__))
-#define FUSEDKD_PARALLEL_ROWS FUSEDKD_PRAGMA(omp parallel for schedule(static))
+// Rows in parallel, unless the call is too small to pay for waking the threads.
+#define FUSEDKD_PARALLEL_ROWS(work) FUSEDKD_PRAGMA(omp parallel for schedule(static) if ((work) > 65536))
 #else
 #define FUSEDKD_SIMD_REDUCE(op, ...)
-#define FUSEDKD_PARALLEL_ROWS
+#define FUSEDKD_PARALLEL_ROWS(work)
 #endif
 
 /// Rows are processed in chunks of this many classes: they stay in L1 between passes.
@@ -223,6 +224,9 @@ Status check_pair(const Matrix<const T>& z, const Matrix<const T>& v, const Labe
   if (s == Status::kSuccess) s = check_common(o, labels, labels_optional);
   if (s != Status::kSuccess) return s;
   if (loss == nullptr) return Status::kNullPointer;
+  if (labels.is_soft() && (labels.stride < 0 || (labels.stride > 0 && labels.stride < c))) {
+    return Status::kShapeMismatch;
+  }
   if (c < 2) return Status::kTooFewClasses;
   if (c > INT32_MAX) return Status::kNotSupported;
   return Status::kSuccess;
@@ -248,7 +252,7 @@ Status run_pair_loss(Matrix<const T> z, Matrix<const T> v, Labels labels,
   const A inv = A(inv_temperature);
   const bool two = inv != A(1);
   const A factor = A(gradient_factor(o, active));
-FUSEDKD_PARALLEL_ROWS
+FUSEDKD_PARALLEL_ROWS(n * c)
   for (int64_t r = 0; r < n; ++r) {
     const RowTargets<A>& tg = targets[r];
     const T* zr = z.row(r);

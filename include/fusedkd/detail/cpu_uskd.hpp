@@ -101,7 +101,7 @@ Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdO
   const int32_t c32 = static_cast<int32_t>(c);
 
   // Phase 1: statistics and the student's target probabilities.
-FUSEDKD_PARALLEL_ROWS
+FUSEDKD_PARALLEL_ROWS(n * c)
   for (int64_t r = 0; r < n; ++r) {
     const RowTargets<A>& tg = targets[r];
     sq[2 * r] = sq[2 * r + 1] = A(0);
@@ -137,7 +137,7 @@ FUSEDKD_PARALLEL_ROWS
   const int64_t ld_y = labels.stride > 0 ? labels.stride : c;
 
   // Phase 2: rank, sort, gradients and row loss.
-FUSEDKD_PARALLEL_ROWS
+FUSEDKD_PARALLEL_ROWS(n * c)
   for (int64_t r = 0; r < n; ++r) {
     int thread = 0;
 #if defined(_OPENMP)
