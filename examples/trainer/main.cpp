@@ -1,0 +1,586 @@
+// fusedkd-train — trains a teacher MLP on Fashion-MNIST, then small students with plain
+// cross-entropy, KD, DKD, NKD and USKD (every loss through fusedkd's CPU API), over several
+// seeds, and reports test accuracy as a table, CSV, JSON and a PNG chart.
+#include <cblas.h>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "data.hpp"
+#include "mlp.hpp"
+#include "plot.hpp"
+#include "progress.hpp"
+#include "train.hpp"
+
+// Declared by OpenBLAS's cblas.h; repeated here in case another BLAS's cblas.h was found first.
+extern "C" void openblas_set_num_threads(int num_threads);
+
+namespace fs = std::filesystem;
+using namespace trainer;
+
+namespace {
+
+constexpr const char* kProg = "fusedkd-train";
+
+// ---- options ---------------------------------------------------------------------------------
+
+struct Options {
+  int epochs = 20;
+  int teacher_epochs = 10;
+  int seeds = 5;
+  int64_t train_size = 5000;
+  int64_t teacher_train_size = 60000;
+  int64_t test_size = 10000;
+  int64_t batch_size = 128;
+  double lr = 0.02;
+  double clip = 2.0;
+  std::vector<int64_t> student_hidden = {32};
+  std::vector<int64_t> teacher_hidden = {1024, 1024};
+  std::vector<Method> methods = {Method::kCE, Method::kKD, Method::kDKD, Method::kNKD,
+                                 Method::kUSKD};
+  std::string out = "trainer-out";
+  std::string data_dir = kDefaultDataDir;
+  bool quick = false;
+  bool help = false;
+};
+
+const char* kUsage =
+    "Usage: fusedkd-train [options]\n"
+    "\n"
+    "Trains a teacher MLP on Fashion-MNIST, then small student MLPs with five losses, all "
+    "computed\n"
+    "by fusedkd: CE (cross-entropy only), KD, DKD, NKD (with the teacher) and USKD (no teacher),\n"
+    "each over several seeds. Prints a table of test accuracy (mean and std over the seeds) and\n"
+    "writes results.csv, summary.csv, results.json and accuracy.png to the output folder.\n"
+    "\n"
+    "Options:\n"
+    "  --epochs N           student epochs (default 20)\n"
+    "  --teacher-epochs N   teacher epochs (default 10)\n"
+    "  --seeds N            seeds per method, 1..N (default 5)\n"
+    "  --train-size N       the students' training images: the first N of the 60000\n"
+    "                       (default 5000)\n"
+    "  --teacher-train-size N  the teacher's training images: the first N (default 60000)\n"
+    "  --test-size N        test images, the first N of the 10000 (default 10000)\n"
+    "  --student-hidden L   student hidden layer sizes, comma-separated (default 32: 784-32-10)\n"
+    "  --teacher-hidden L   teacher hidden layer sizes (default 1024,1024: 784-1024-1024-10)\n"
+    "  --methods L          comma-separated subset of ce,kd,dkd,nkd,uskd (default all)\n"
+    "  --batch-size N       minibatch size (default 128)\n"
+    "  --lr X               peak learning rate of SGD (momentum 0.9, cosine decay; default 0.02)\n"
+    "  --clip X             clip the gradient's global norm to X, 0 = off (default 2)\n"
+    "  --out DIR            output folder (default ./trainer-out)\n"
+    "  --data-dir DIR       folder of the *-idx?-ubyte.gz files\n"
+    "                       (default /usr/share/datasets/fashion-mnist, Debian package\n"
+    "                       dataset-fashion-mnist)\n"
+    "  --quick              smoke test: 1 seed, 1 epoch, 1000 train / 1000 test images\n"
+    "                       (options given explicitly still win)\n"
+    "  -h, --help           this text\n"
+    "\n"
+    "Exit status: 0 success, 1 data, file or training error, 2 bad command line.\n";
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::string num_str(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+int64_t parse_int(const std::string& opt, const std::string& v, int64_t lo, int64_t hi) {
+  errno = 0;
+  char* end = nullptr;
+  const long long x = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || errno == ERANGE) {
+    throw UsageError(opt + " expects an integer, got '" + v + "'");
+  }
+  if (x < lo || x > hi) {
+    throw UsageError(opt + " must be between " + std::to_string(lo) + " and " + std::to_string(hi) +
+                     ", got " + v);
+  }
+  return x;
+}
+
+double parse_double(const std::string& opt, const std::string& v, double lo, double hi,
+                    bool allow_lo = false) {
+  errno = 0;
+  char* end = nullptr;
+  const double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(x)) {
+    throw UsageError(opt + " expects a number, got '" + v + "'");
+  }
+  if (x < lo || (x == lo && !allow_lo) || x > hi) {
+    throw UsageError(opt + " must be " + (allow_lo ? ">= " : "> ") + num_str(lo) +
+                     " and <= " + num_str(hi) + ", got " + v);
+  }
+  return x;
+}
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) out.push_back(item);
+  if (!s.empty() && s.back() == ',') out.push_back("");
+  return out;
+}
+
+std::vector<int64_t> parse_sizes(const std::string& opt, const std::string& v) {
+  std::vector<int64_t> out;
+  for (const std::string& item : split_commas(v)) out.push_back(parse_int(opt, item, 1, 8192));
+  if (out.empty()) throw UsageError(opt + " expects at least one layer size");
+  if (out.size() > 8) throw UsageError(opt + " accepts at most 8 hidden layers");
+  return out;
+}
+
+Options parse_args(int argc, char** argv) {
+  Options o;
+  bool set_epochs = false, set_teacher_epochs = false, set_seeds = false, set_train = false,
+       set_test = false, set_teacher_train = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    std::string value;
+    bool has_value = false;
+    if (arg.rfind("--", 0) == 0) {
+      const size_t eq = arg.find('=');
+      if (eq != std::string::npos) {
+        value = arg.substr(eq + 1);
+        arg = arg.substr(0, eq);
+        has_value = true;
+      }
+    }
+    auto flag = [&]() {
+      if (has_value) throw UsageError(arg + " takes no value");
+    };
+    auto next = [&]() -> std::string {
+      if (has_value) return value;
+      if (i + 1 >= argc) throw UsageError(arg + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "-h" || arg == "--help") {
+      flag();
+      o.help = true;
+    } else if (arg == "--quick") {
+      flag();
+      o.quick = true;
+    } else if (arg == "--epochs") {
+      o.epochs = int(parse_int(arg, next(), 1, 1000));
+      set_epochs = true;
+    } else if (arg == "--teacher-epochs") {
+      o.teacher_epochs = int(parse_int(arg, next(), 1, 1000));
+      set_teacher_epochs = true;
+    } else if (arg == "--seeds") {
+      o.seeds = int(parse_int(arg, next(), 1, 100));
+      set_seeds = true;
+    } else if (arg == "--train-size") {
+      o.train_size = parse_int(arg, next(), 1, 60000);
+      set_train = true;
+    } else if (arg == "--teacher-train-size") {
+      o.teacher_train_size = parse_int(arg, next(), 1, 60000);
+      set_teacher_train = true;
+    } else if (arg == "--test-size") {
+      o.test_size = parse_int(arg, next(), 1, 10000);
+      set_test = true;
+    } else if (arg == "--batch-size") {
+      o.batch_size = parse_int(arg, next(), 1, 4096);
+    } else if (arg == "--clip") {
+      o.clip = parse_double(arg, next(), 0.0, 1e6, /*allow_lo=*/true);
+    } else if (arg == "--lr") {
+      o.lr = parse_double(arg, next(), 0.0, 10.0);
+    } else if (arg == "--student-hidden") {
+      o.student_hidden = parse_sizes(arg, next());
+    } else if (arg == "--teacher-hidden") {
+      o.teacher_hidden = parse_sizes(arg, next());
+    } else if (arg == "--methods") {
+      o.methods.clear();
+      for (const std::string& item : split_commas(next())) {
+        Method m;
+        if (!parse_method(item, &m)) {
+          throw UsageError("--methods: unknown method '" + item +
+                           "' (choose from ce,kd,dkd,nkd,uskd)");
+        }
+        if (std::find(o.methods.begin(), o.methods.end(), m) == o.methods.end())
+          o.methods.push_back(m);
+      }
+      if (o.methods.empty()) throw UsageError("--methods expects at least one method");
+    } else if (arg == "--out") {
+      o.out = next();
+      if (o.out.empty()) throw UsageError("--out expects a folder");
+    } else if (arg == "--data-dir") {
+      o.data_dir = next();
+      if (o.data_dir.empty()) throw UsageError("--data-dir expects a folder");
+    } else if (arg.rfind("-", 0) == 0) {
+      throw UsageError("unknown option '" + arg + "'");
+    } else {
+      throw UsageError("unexpected argument '" + arg + "'");
+    }
+  }
+  if (o.quick) {
+    if (!set_epochs) o.epochs = 1;
+    if (!set_teacher_epochs) o.teacher_epochs = 1;
+    if (!set_seeds) o.seeds = 1;
+    if (!set_train) o.train_size = 1000;
+    if (!set_teacher_train) o.teacher_train_size = 1000;
+    if (!set_test) o.test_size = 1000;
+  }
+  return o;
+}
+
+// ---- reporting -------------------------------------------------------------------------------
+
+struct MethodSummary {
+  std::string name, setting;
+  std::vector<RunResult> runs;
+  double mean = 0, stdev = 0;  // of the final test accuracy, in percent; stdev with n - 1
+};
+
+void mean_std(const std::vector<double>& v, double* mean, double* stdev) {
+  double s = 0;
+  for (double x : v) s += x;
+  *mean = v.empty() ? 0 : s / double(v.size());
+  double q = 0;
+  for (double x : v) q += (x - *mean) * (x - *mean);
+  *stdev = v.size() > 1 ? std::sqrt(q / double(v.size() - 1)) : 0.0;
+}
+
+std::string json_str(const std::string& s) {
+  std::string o = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      o += '\\';
+      o += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      o += buf;
+    } else {
+      o += c;
+    }
+  }
+  return o + "\"";
+}
+
+std::string num(double v, int decimals = 4) {
+  if (!std::isfinite(v)) return "null";
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  return buf;
+}
+
+std::string sizes_str(const std::vector<int64_t>& s) {
+  std::string o;
+  for (size_t i = 0; i < s.size(); ++i) o += (i ? "-" : "") + std::to_string(s[i]);
+  return o;
+}
+
+void write_file(const fs::path& path, const std::string& text) {
+  std::ofstream f(path, std::ios::binary);
+  f << text;
+  f.close();
+  if (!f) throw std::runtime_error("cannot write " + path.string() + ": " + std::strerror(errno));
+}
+
+std::string history_csv(const RunResult& teacher, const std::vector<MethodSummary>& ms) {
+  std::ostringstream o;
+  o << "method,seed,epoch,train_loss,train_acc,test_acc,seconds\n";
+  auto rows = [&](const RunResult& r) {
+    for (size_t e = 0; e < r.epochs.size(); ++e) {
+      const EpochStats& s = r.epochs[e];
+      o << r.method << ',' << r.seed << ',' << e + 1 << ',' << num(s.train_loss, 6) << ','
+        << num(100 * s.train_acc, 2) << ',' << num(100 * s.test_acc, 2) << ',' << num(s.seconds, 3)
+        << '\n';
+    }
+  };
+  rows(teacher);
+  for (const MethodSummary& m : ms)
+    for (const RunResult& r : m.runs) rows(r);
+  return o.str();
+}
+
+std::string summary_csv(const RunResult& teacher, const std::vector<MethodSummary>& ms) {
+  std::ostringstream o;
+  o << "method,seeds,mean_test_acc,std_test_acc,delta_vs_ce,per_seed_test_acc\n";
+  o << "teacher,1," << num(100 * teacher.final_test_acc(), 2) << ",,,"
+    << num(100 * teacher.final_test_acc(), 2) << '\n';
+  const MethodSummary* ce = nullptr;
+  for (const MethodSummary& m : ms)
+    if (m.name == "CE") ce = &m;
+  for (const MethodSummary& m : ms) {
+    o << m.name << ',' << m.runs.size() << ',' << num(m.mean, 2) << ',' << num(m.stdev, 2) << ','
+      << (ce ? num(m.mean - ce->mean, 2) : "") << ',';
+    for (size_t i = 0; i < m.runs.size(); ++i)
+      o << (i ? " " : "") << num(100 * m.runs[i].final_test_acc(), 2);
+    o << '\n';
+  }
+  return o.str();
+}
+
+std::string results_json(const Options& opt, const std::vector<int64_t>& teacher_sizes,
+                         const std::vector<int64_t>& student_sizes, const RunResult& teacher,
+                         const std::vector<MethodSummary>& ms, double seconds, float mean,
+                         float stdev) {
+  std::ostringstream o;
+  auto curve = [&](const RunResult& r) {
+    std::string s = "[";
+    for (size_t e = 0; e < r.epochs.size(); ++e)
+      s += (e ? ", " : "") + num(100 * r.epochs[e].test_acc, 2);
+    return s + "]";
+  };
+  o << "{\n";
+  o << "  \"dataset\": {\"name\": \"Fashion-MNIST\", \"data_dir\": " << json_str(opt.data_dir)
+    << ", \"train_size\": " << opt.train_size
+    << ", \"teacher_train_size\": " << opt.teacher_train_size
+    << ", \"test_size\": " << opt.test_size << ", \"pixel_mean\": " << num(mean, 6)
+    << ", \"pixel_std\": " << num(stdev, 6) << "},\n";
+  o << "  \"settings\": {\"epochs\": " << opt.epochs
+    << ", \"teacher_epochs\": " << opt.teacher_epochs << ", \"seeds\": " << opt.seeds
+    << ", \"batch_size\": " << opt.batch_size << ", \"lr\": " << num(opt.lr, 6)
+    << ", \"momentum\": 0.9, \"weight_decay\": 0.0005"
+    << ", \"clip_grad_norm\": " << num(opt.clip, 3)
+    << ", \"lr_schedule\": \"cosine\", \"blas_threads\": 1, \"quick\": "
+    << (opt.quick ? "true" : "false")
+    << ",\n    \"teacher\": " << json_str(sizes_str(teacher_sizes))
+    << ", \"student\": " << json_str(sizes_str(student_sizes)) << "},\n";
+  o << "  \"teacher\": {\"test_acc\": " << num(100 * teacher.final_test_acc(), 2)
+    << ", \"curve\": " << curve(teacher)
+    << ", \"seconds\": " << num(teacher.epochs.back().seconds, 3) << "},\n";
+  o << "  \"methods\": [\n";
+  for (size_t k = 0; k < ms.size(); ++k) {
+    const MethodSummary& m = ms[k];
+    o << "    {\"name\": " << json_str(m.name) << ", \"loss\": " << json_str(m.setting)
+      << ", \"mean_test_acc\": " << num(m.mean, 2) << ", \"std_test_acc\": " << num(m.stdev, 2)
+      << ",\n     \"runs\": [";
+    for (size_t i = 0; i < m.runs.size(); ++i) {
+      const RunResult& r = m.runs[i];
+      o << (i ? ",\n              " : "") << "{\"seed\": " << r.seed
+        << ", \"test_acc\": " << num(100 * r.final_test_acc(), 2)
+        << ", \"seconds\": " << num(r.epochs.back().seconds, 3) << ", \"curve\": " << curve(r)
+        << "}";
+    }
+    o << "]}" << (k + 1 < ms.size() ? "," : "") << "\n";
+  }
+  o << "  ],\n";
+  o << "  \"total_seconds\": " << num(seconds, 2) << "\n}\n";
+  return o.str();
+}
+
+void print_table(const RunResult& teacher, const std::vector<int64_t>& teacher_sizes,
+                 const std::vector<MethodSummary>& ms) {
+  const MethodSummary* ce = nullptr;
+  for (const MethodSummary& m : ms)
+    if (m.name == "CE") ce = &m;
+  std::printf("\n%-8s  %-22s  %-8s  %s\n", "method", "test accuracy (%)", "vs CE", "per seed");
+  std::printf("%-8s  %-22s  %-8s  %s\n", "--------", "----------------------", "--------",
+              "--------");
+  std::printf("%-8s  %-22s  %-8s  %s\n", "teacher", num(100 * teacher.final_test_acc(), 2).c_str(),
+              "", (sizes_str(teacher_sizes) + ", 1 run").c_str());
+  for (const MethodSummary& m : ms) {
+    const std::string acc = num(m.mean, 2) + " +/- " + num(m.stdev, 2);
+    std::string delta;
+    if (ce && &m != ce) delta = (m.mean >= ce->mean ? "+" : "") + num(m.mean - ce->mean, 2);
+    std::string seeds;
+    for (size_t i = 0; i < m.runs.size(); ++i)
+      seeds += (i ? " " : "") + num(100 * m.runs[i].final_test_acc(), 2);
+    std::printf("%-8s  %-22s  %-8s  %s\n", m.name.c_str(), acc.c_str(), delta.c_str(),
+                seeds.c_str());
+  }
+}
+
+int run(const Options& opt) {
+  const auto t_start = std::chrono::steady_clock::now();
+  // One BLAS thread: reproducible float sums, and the run fits one core of a shared machine.
+  openblas_set_num_threads(1);
+#if defined(_OPENMP)
+  // fusedkd's CPU backend runs rows in parallel with OpenMP; a [128, 10] batch is far too small
+  // for threads to pay off (and on a busy 2-core machine they only wait for each other).
+  omp_set_num_threads(1);
+#endif
+  const bool tty = Progress::stdout_is_tty();
+
+  // Output folder first, so that a bad --out fails before minutes of training.
+  std::error_code ec;
+  fs::create_directories(opt.out, ec);
+  if (ec || !fs::is_directory(opt.out)) {
+    std::fprintf(stderr, "%s: cannot create output folder %s: %s\n", kProg, opt.out.c_str(),
+                 ec ? ec.message().c_str() : "not a folder");
+    return 1;
+  }
+
+  // The teacher's training images and the students' are both the first N of the training file.
+  Dataset teacher_train, train, test;
+  try {
+    teacher_train =
+        load_fashion_mnist(opt.data_dir, "train", std::max(opt.train_size, opt.teacher_train_size));
+    test = load_fashion_mnist(opt.data_dir, "t10k", opt.test_size);
+  } catch (const DataError& e) {
+    std::fprintf(stderr, "%s: cannot load Fashion-MNIST: %s\n", kProg, e.what());
+    if (e.missing) {
+      std::fprintf(
+          stderr,
+          "  Install it with 'apt-get install dataset-fashion-mnist' (Debian/Ubuntu), or point\n"
+          "  --data-dir at a folder with train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,\n"
+          "  t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz.\n");
+    } else {
+      std::fprintf(stderr,
+                   "  The file is damaged: download it again (Debian: apt-get install --reinstall "
+                   "dataset-fashion-mnist).\n");
+    }
+    return 1;
+  }
+  // Pixels are standardized with the mean and std of the loaded training images.
+  float mean = 0, stdev = 1;
+  pixel_stats(teacher_train, &mean, &stdev);
+  normalize(teacher_train, mean, stdev);
+  normalize(test, mean, stdev);
+  train = head(teacher_train, opt.train_size);
+  if (teacher_train.n > opt.teacher_train_size)
+    teacher_train = head(teacher_train, opt.teacher_train_size);
+
+  std::vector<int64_t> teacher_sizes = {train.dim};
+  teacher_sizes.insert(teacher_sizes.end(), opt.teacher_hidden.begin(), opt.teacher_hidden.end());
+  teacher_sizes.push_back(kNumClasses);
+  std::vector<int64_t> student_sizes = {train.dim};
+  student_sizes.insert(student_sizes.end(), opt.student_hidden.begin(), opt.student_hidden.end());
+  student_sizes.push_back(kNumClasses);
+
+  std::printf(
+      "Fashion-MNIST from %s\nteacher trains on %lld images, students on %lld; %lld test "
+      "images\n",
+      opt.data_dir.c_str(), (long long)teacher_train.n, (long long)train.n, (long long)test.n);
+  std::printf(
+      "teacher %s, %d epochs; students %s, %d epochs, seeds 1..%d\n"
+      "batch %lld, SGD lr %g momentum 0.9 weight decay 5e-4, cosine decay, clip %g\n",
+      sizes_str(teacher_sizes).c_str(), opt.teacher_epochs, sizes_str(student_sizes).c_str(),
+      opt.epochs, opt.seeds, (long long)opt.batch_size, opt.lr, opt.clip);
+  std::fflush(stdout);
+
+  TrainConfig tcfg;
+  tcfg.epochs = opt.teacher_epochs;
+  tcfg.batch_size = opt.batch_size;
+  tcfg.sgd.lr = float(opt.lr);
+  tcfg.sgd.clip = float(opt.clip);
+  TrainConfig scfg = tcfg;
+  scfg.epochs = opt.epochs;
+
+  // 1. The teacher: cross-entropy (through fusedkd too), seed 0. It is trained even when only
+  //    USKD or CE is asked for, because its accuracy belongs in the table.
+  RunInputs tin;
+  tin.train = &teacher_train;
+  tin.test = &test;
+  Mlp teacher_net;
+  const RunResult teacher = train_run(Method::kCE, teacher_sizes, tcfg, tin, /*seed=*/0,
+                                      /*stream=*/1, "teacher", tty, &teacher_net);
+  RunInputs in;
+  in.train = &train;
+  in.test = &test;
+  RunResult teacher_named = teacher;
+  teacher_named.method = "teacher";
+  // Its logits on the training images are fixed from now on: compute them once.
+  const std::vector<float> teacher_logits = predict_logits(teacher_net, train.x.data(), train.n);
+  in.teacher_logits = &teacher_logits;
+
+  // 2. The students: every method, every seed. The same seed gives every method the same
+  //    initial weights and the same batch order.
+  std::vector<MethodSummary> ms;
+  for (Method m : opt.methods) ms.push_back({method_name(m), method_setting(m), {}, 0, 0});
+  const int total_runs = opt.seeds * int(opt.methods.size());
+  int run_no = 0;
+  for (int seed = 1; seed <= opt.seeds; ++seed) {
+    for (size_t k = 0; k < opt.methods.size(); ++k) {
+      char label[64];
+      ++run_no;
+      std::snprintf(label, sizeof label, "%-4s seed %d (%d/%d)", method_name(opt.methods[k]), seed,
+                    run_no, total_runs);
+      ms[k].runs.push_back(train_run(opt.methods[k], student_sizes, scfg, in, uint64_t(seed),
+                                     /*stream=*/0, label, tty));
+    }
+  }
+  for (MethodSummary& m : ms) {
+    std::vector<double> finals;
+    for (const RunResult& r : m.runs) finals.push_back(100 * r.final_test_acc());
+    mean_std(finals, &m.mean, &m.stdev);
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+
+  // 3. Report.
+  print_table(teacher_named, teacher_sizes, ms);
+  std::printf("\nstudents %s, %d epochs, %lld training images, %d seed(s); std over seeds (n-1)\n",
+              sizes_str(student_sizes).c_str(), opt.epochs, (long long)train.n, opt.seeds);
+
+  const fs::path out(opt.out);
+  write_file(out / "results.csv", history_csv(teacher_named, ms));
+  write_file(out / "summary.csv", summary_csv(teacher_named, ms));
+  write_file(out / "results.json", results_json(opt, teacher_sizes, student_sizes, teacher_named,
+                                                ms, seconds, mean, stdev));
+
+  // Chart: mean test accuracy over the seeds per epoch, one line per method; the teacher dashed.
+  std::vector<Series> series;
+  for (size_t k = 0; k < ms.size(); ++k) {
+    Series s;
+    s.name = ms[k].name + " " + num(ms[k].mean, 2);
+    s.color = palette(int(k));
+    for (int e = 0; e < opt.epochs; ++e) {
+      double sum = 0;
+      for (const RunResult& r : ms[k].runs) sum += 100 * r.epochs[size_t(e)].test_acc;
+      s.y.push_back(sum / double(ms[k].runs.size()));
+    }
+    series.push_back(s);
+  }
+  Series t;
+  t.name = "teacher " + num(100 * teacher.final_test_acc(), 2);
+  t.color = {60, 60, 60};
+  t.dashed = true;
+  t.y.assign(size_t(std::max(opt.epochs, 2)), 100 * teacher.final_test_acc());
+  series.push_back(t);
+  ChartLabels labels;
+  labels.title = "Fashion-MNIST: student test accuracy";
+  char sub[200];
+  std::snprintf(sub, sizeof sub,
+                "student %s, %lld train images, mean of %d seed(s); teacher %s (dashed, final)",
+                sizes_str(student_sizes).c_str(), (long long)train.n, opt.seeds,
+                sizes_str(teacher_sizes).c_str());
+  labels.subtitle = sub;
+  std::string err;
+  if (!plot_lines(series, labels, (out / "accuracy.png").string(), &err)) {
+    throw std::runtime_error(err);
+  }
+  std::printf("wrote %s/{results.csv, summary.csv, results.json, accuracy.png}\n", opt.out.c_str());
+  std::printf("total time %s (%.1f s)\n", format_duration(seconds).c_str(), seconds);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options opt;
+  try {
+    opt = parse_args(argc, argv);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "%s: %s\nTry '%s --help' for the options.\n", kProg, e.what(), kProg);
+    return 2;
+  }
+  if (opt.help) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  try {
+    return run(opt);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", kProg, e.what());
+    return 1;
+  }
+}

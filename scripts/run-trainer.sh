@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Builds and runs the example trainer fusedkd-train (examples/trainer, docs/trainer.md).
+#
+#   scripts/run-trainer.sh [fusedkd-train options]     e.g.  scripts/run-trainer.sh --quick
+#
+# 1. Installs what is missing with apt-get (Debian/Ubuntu): cmake, g++, libopenblas-dev,
+#    zlib1g-dev, dataset-fashion-mnist. Nothing is installed when all are present; sudo is used
+#    only when not root. Set FUSEDKD_NO_INSTALL=1 to skip this step.
+# 2. Configures and builds only the trainer (no tests, benchmarks, tools or CUDA) in
+#    build-trainer/, or in $FUSEDKD_TRAINER_BUILD_DIR.
+# 3. Runs fusedkd-train with the arguments given to this script (default output: ./trainer-out).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+build="${FUSEDKD_TRAINER_BUILD_DIR:-$root/build-trainer}"
+packages=(cmake g++ libopenblas-dev zlib1g-dev dataset-fashion-mnist)
+
+say() { printf 'run-trainer: %s\n' "$*" >&2; }
+
+install_missing() {
+  if [[ "${FUSEDKD_NO_INSTALL:-0}" == 1 ]]; then
+    return
+  fi
+  if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+    say "not a Debian/Ubuntu system: install cmake, a C++17 compiler, OpenBLAS, zlib and the"
+    say "Fashion-MNIST IDX files yourself (then pass --data-dir DIR to the trainer)"
+    return
+  fi
+  local missing=() p
+  for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+      missing+=("$p")
+    fi
+  done
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    return
+  fi
+  local sudo=()
+  if [[ $(id -u) -ne 0 ]]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      say "missing packages: ${missing[*]}; run as root or install sudo"
+      exit 1
+    fi
+    sudo=(sudo)
+  fi
+  say "installing missing packages: ${missing[*]}"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+install_missing
+
+jobs="$(nproc 2>/dev/null || echo 2)"
+# Configure every time (a second run takes a second): a package installed since the last run is
+# then found.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+if ! cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release \
+    -DFUSEDKD_BUILD_TESTS=OFF -DFUSEDKD_BUILD_BENCHMARKS=OFF -DFUSEDKD_BUILD_TOOLS=OFF \
+    -DFUSEDKD_BUILD_EXAMPLES=ON -DFUSEDKD_ENABLE_CUDA=OFF >"$log" 2>&1; then
+  cat "$log" >&2
+  say "cmake could not configure the project in $build"
+  exit 1
+fi
+if grep -q 'skipping the example trainer' "$log"; then
+  grep 'skipping the example trainer' "$log" >&2
+  exit 1
+fi
+cmake --build "$build" --target fusedkd-train -j "$jobs" >"$log" 2>&1 || {
+  cat "$log" >&2
+  say "building fusedkd-train failed"
+  exit 1
+}
+rm -f "$log"
+trap - EXIT
+exec "$build/examples/fusedkd-train" "$@"
