@@ -12,6 +12,7 @@
 //   * `workspace`: device memory of at least `*_workspace_size(...)` bytes for the same N, C,
 //     labels kind and options (any alignment; O(N) bytes, plus up to 128 MiB of sort buffers for
 //     USKD with C > 4096). It holds the call's status word until the next call that uses it.
+//     One workspace per call in flight: concurrent calls (other streams) need their own.
 //   * `stream`: the call is stream-ordered. It allocates nothing, never synchronizes and copies
 //     nothing between host and device, so it can be captured in a CUDA graph. Accumulation is
 //     in float; results are bitwise the same run after run.

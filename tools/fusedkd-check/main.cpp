@@ -65,11 +65,13 @@ fusedkd::Status run_cpu(const Problem& p, Result& r) {
 
 using Backend = fusedkd::Status (*)(const Problem&, Result&);
 
+}  // namespace
 #if defined(FUSEDKD_CHECK_WITH_CUDA)
-// Provided by the CUDA backend's translation unit when it is built in.
+// Provided by the CUDA backend's translation unit when it is built in (external linkage).
 bool cuda_device_available(std::string& why);
 fusedkd::Status run_cuda(const Problem& p, Result& r);
 #endif
+namespace {
 
 /// The backend of `device`, or null with `why` set.
 Backend find_device(const std::string& device, std::string& why) {

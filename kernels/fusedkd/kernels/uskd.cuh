@@ -1,0 +1,523 @@
+// fusedkd/kernels/uskd.cuh — the USKD kernels.
+//
+// USKD couples the rows through the batch mean of S_t^2, which every row's gradient needs, so a
+// call runs (after the one-block label pre-pass):
+//   1. uskd_stats_kernel (a block per row, streaming): the row's targets, the student and weak
+//      online-softmax statistics and S_tk^2 into the workspace (O(N)); the last block to finish
+//      averages S_tk^2 over the active rows in a fixed order.
+//   2. C <= 4096: uskd_sort_kernel (a block per row, the row in registers): the rank keys R of all
+//      C classes, one CUB BlockRadixSort of packed (key, index) pairs, the ranks into shared
+//      memory, then both gradient rows and the row loss; the last block reduces the loss.
+//      C > 4096, in chunks of rows: uskd_keys_kernel writes the packed keys into the workspace,
+//      cub::DeviceSegmentedRadixSort sorts each row's keys, uskd_rank_kernel turns them into
+//      ranks and writes the gradient rows and row losses.
+// The logits are read twice for C <= 4096 (statistics, then the fused pass) and three times
+// beyond (statistics, keys, gradient pass). docs/cuda.md discusses the cost.
+//
+// The packed key of class i: (~ordered(R_i)) << b | i, with ordered() the order-preserving
+// float -> uint32 map and b the bits of C - 1. Ascending packed keys are R descending, ties by
+// the lower class index: the CPU's stable order (-0 ties with +0, NaN after every number).
+#pragma once
+
+#include <cub/block/block_radix_sort.cuh>
+#include <cub/device/device_segmented_radix_sort.cuh>
+
+#include "fusedkd/kernels/common.cuh"
+
+namespace fusedkd {
+namespace cuda_detail {
+
+using fusedkd::detail::UskdRankKey;
+using fusedkd::detail::UskdRow;
+
+/// What the statistics pass keeps per row.
+struct UskdRowState {
+  RowTargets<float> tg;
+  SplitStats<float> zs, ws;
+  unsigned int bad;
+  unsigned int pad_;
+};
+
+template <typename T>
+struct UskdArgs {
+  const T* z;
+  int64_t ldz;
+  const T* w;
+  int64_t ldw;
+  T* gz;  ///< null: no gradients (then gw is null too)
+  int64_t ldgz;
+  T* gw;
+  int64_t ldgw;
+  LabelArgs labels;
+  int64_t n, c;
+  bool aligned;  ///< every row of z, w, gz, gw starts 16-byte aligned
+  Reduction reduction;
+  double grad_scale;
+  float* loss;
+  Header* header;
+  float* row_loss;
+  UskdRowState* states;
+  float2* sq;  ///< S_t1^2, S_t2^2 per row
+  float alpha, beta, mu, eps, ce;
+  bool paper;
+  int index_bits;  ///< b: bits of C - 1 (at least 1)
+  // The large-C path: a chunk of rows starting at row0.
+  int64_t row0;
+  unsigned long long* keys;          ///< [chunk, C] packed keys (keys kernel output)
+  const unsigned long long* sorted;  ///< [chunk, C] sorted keys (rank kernel input)
+  int* ranks;                        ///< [chunk, C] ranks (rank kernel scratch)
+  bool last_chunk;
+};
+
+__host__ __device__ __forceinline__ unsigned long long pack_rank_key(float r, int64_t i, int index_bits) {
+  r += 0.0f;  // -0 becomes +0, which compares equal
+  uint32_t u;
+  memcpy(&u, &r, sizeof u);
+  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);  // ascending in r
+  uint32_t hi = ~u;                                  // ascending in -r
+  if (r != r) hi = 0xffffffffu;                      // NaN after every number, as on the CPU
+  return (static_cast<unsigned long long>(hi) << index_bits) | static_cast<unsigned long long>(i);
+}
+
+/// The sort's padding entries (classes >= C): one bit above every packed key.
+__host__ __device__ __forceinline__ unsigned long long pad_rank_key(int index_bits) {
+  return 1ull << (32 + index_bits);
+}
+
+struct Double2 {
+  double a, b;
+};
+struct SumD2Op {
+  __device__ __forceinline__ Double2 operator()(Double2 x, Double2 y) const { return {x.a + y.a, x.b + y.b}; }
+};
+
+template <typename T>
+__device__ __forceinline__ void write_uskd_row_loss(const UskdArgs<T>& a, int64_t row, float value) {
+  if (a.reduction == Reduction::kNone) a.loss[row] = value;
+  else a.row_loss[row] = value;
+}
+
+/// Statistics pass: a block per row.
+template <typename T>
+__global__ void __launch_bounds__(512) uskd_stats_kernel(UskdArgs<T> a) {
+  constexpr int V = Vec<T>::kSize;
+  __shared__ alignas(16) unsigned char scratch[kScratchBytes];
+  __shared__ bool last;
+  const int64_t row = blockIdx.x;
+  const int64_t c = a.c;
+  const int lane = threadIdx.x, group = blockDim.x;
+  const bool soft = a.labels.kind == Labels::Kind::kSoft;
+
+  UskdRowState s;
+  s.bad = row_targets<0>(a.labels, row, c, lane, group, soft, s.tg, scratch);
+  s.pad_ = 0u;
+  float2 sq = make_float2(0.0f, 0.0f);
+  if (s.bad != 0u) {
+    if (s.bad == kEmptySoft && lane == 0) report(a.header, s.bad);
+    sq = make_float2(__int_as_float(0x7fc00000), __int_as_float(0x7fc00000));  // poisons the means
+  } else if (!s.tg.ignored) {
+    const T* zr = a.z + row * a.ldz;
+    const T* wr = a.w + row * a.ldw;
+    StatsPair st;
+    for (int64_t base = static_cast<int64_t>(lane) * V; base < c; base += static_cast<int64_t>(group) * V) {
+      const int count = c - base < V ? static_cast<int>(c - base) : V;
+      const uint4 zq = load_vec<T>(zr + base, count, a.aligned);
+      const uint4 wq = load_vec<T>(wr + base, count, a.aligned);
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        if (j < count) {
+          fusedkd::detail::accumulate(st.z, s.tg, base + j, vec_get<T>(zq, j), 1.0f, false);
+          fusedkd::detail::accumulate(st.v, s.tg, base + j, vec_get<T>(wq, j), 1.0f, false);
+        }
+      }
+    }
+    st = block_allreduce(st, StatsPairMergeOp{1.0f, false}, scratch);
+    st.z.x1 = to_float(zr[s.tg.t1]);
+    st.v.x1 = to_float(wr[s.tg.t1]);
+    if (s.tg.t2 >= 0) {
+      st.z.x2 = to_float(zr[s.tg.t2]);
+      st.v.x2 = to_float(wr[s.tg.t2]);
+    }
+    s.zs = st.z;
+    s.ws = st.v;
+    const LogProb<float> S = s.zs.full(1.0f, false, s.tg);
+    const float s1 = fusedkd::detail::fk_exp(S(s.zs.x1));
+    sq.x = s1 * s1;
+    if (s.tg.t2 >= 0) {
+      const float s2 = fusedkd::detail::fk_exp(S(s.zs.x2));
+      sq.y = s2 * s2;
+    }
+  }
+  if (lane == 0) {
+    a.states[row] = s;
+    a.sq[row] = sq;
+  }
+
+  // The last block averages S_tk^2 over the active rows, in a fixed order.
+  __threadfence();
+  __syncthreads();
+  if (lane == 0) {
+    __threadfence();
+    last = atomicAdd(&a.header->counter, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  Double2 sum{0.0, 0.0};
+  for (int64_t r = lane; r < a.n; r += group) {
+    const float2 q = __ldcg(a.sq + r);
+    sum.a += static_cast<double>(q.x);
+    sum.b += static_cast<double>(q.y);
+  }
+  sum = block_allreduce(sum, SumD2Op{}, scratch);
+  if (lane == 0) {
+    const long long active = a.header->active;
+    a.header->mean1 = active > 0 ? sum.a / static_cast<double>(active) : 0.0;
+    a.header->mean2 = active > 0 ? sum.b / static_cast<double>(active) : 0.0;
+    a.header->counter = 0u;
+  }
+}
+
+/// The row's constants of the gradient pass, once the target ranks are known.
+template <typename T>
+__device__ __forceinline__ UskdRow<float> make_uskd_row(const UskdArgs<T>& a, const UskdRowState& s,
+                                                        float2 sq, int rank1, int rank2) {
+  float zipf_targets = 1.0f / static_cast<float>(rank1);
+  if (s.tg.t2 >= 0) zipf_targets += 1.0f / static_cast<float>(rank2);
+  const float mean1 = static_cast<float>(a.header->mean1);
+  const float mean2 = static_cast<float>(a.header->mean2);
+  const float p1 = s.tg.v1 != 0.0f ? sq.x + s.tg.v1 - mean1 : 0.0f;
+  const float p2 = s.tg.t2 >= 0 && s.tg.v2 != 0.0f ? sq.y + s.tg.v2 - mean2 : 0.0f;
+  return UskdRow<float>(s.zs, s.ws, s.tg, p1, p2, zipf_targets, a.header->harmonic, a.c, a.alpha, a.beta,
+                        a.mu, a.eps, a.ce, s.tg.ysum);
+}
+
+/// Writes both gradient rows with `value` (ignored: 0, bad: NaN) by a block, and the row loss.
+template <typename T>
+__device__ __forceinline__ void uskd_fill_row(const UskdArgs<T>& a, int64_t row, float value) {
+  constexpr int V = Vec<T>::kSize;
+  if (a.gz != nullptr) {
+    uint4 u = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+    for (int j = 0; j < V; ++j) vec_set<T>(u, j, value);
+    T* gzr = a.gz + row * a.ldgz;
+    T* gwr = a.gw + row * a.ldgw;
+    for (int64_t base = static_cast<int64_t>(threadIdx.x) * V; base < a.c; base += static_cast<int64_t>(blockDim.x) * V) {
+      const int count = a.c - base < V ? static_cast<int>(a.c - base) : V;
+      store_vec<T>(gzr + base, u, count, a.aligned);
+      store_vec<T>(gwr + base, u, count, a.aligned);
+    }
+  }
+  if (threadIdx.x == 0) write_uskd_row_loss(a, row, value);
+}
+
+/// C <= kBlockThreads * kItems: a block per row, the row in registers (blocked: thread t holds
+/// classes [t * kItems, (t + 1) * kItems)), one block radix sort for the ranks.
+template <typename T, int kBlockThreads, int kItems>
+__global__ void __launch_bounds__(kBlockThreads) uskd_sort_kernel(UskdArgs<T> a) {
+  constexpr int V = Vec<T>::kSize;
+  static_assert(kItems % V == 0, "a thread's classes are whole vectors");
+  using Sort = cub::BlockRadixSort<unsigned long long, kBlockThreads, kItems>;
+  __shared__ union SortOrRanks {
+    typename Sort::TempStorage sort;
+    int rank[kBlockThreads * kItems];
+  } smem;
+  __shared__ alignas(16) unsigned char scratch[kScratchBytes];
+
+  const int64_t row = blockIdx.x;
+  const int64_t c = a.c;
+  const UskdRowState s = a.states[row];
+  if (s.bad != 0u || s.tg.ignored) {  // uniform over the block
+    uskd_fill_row(a, row, s.bad != 0u ? __int_as_float(0x7fc00000) : 0.0f);
+  } else {
+    const T* zr = a.z + row * a.ldz;
+    const T* wr = a.w + row * a.ldw;
+    const int64_t first = static_cast<int64_t>(threadIdx.x) * kItems;
+    float zv[kItems], wv[kItems];
+#pragma unroll
+    for (int q = 0; q < kItems / V; ++q) {
+      const int64_t base = first + q * V;
+      const int count = base >= c ? 0 : (c - base < V ? static_cast<int>(c - base) : V);
+      const uint4 zq = load_vec<T>(zr + base, count, a.aligned);
+      const uint4 wq = load_vec<T>(wr + base, count, a.aligned);
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        zv[q * V + j] = vec_get<T>(zq, j);
+        wv[q * V + j] = vec_get<T>(wq, j);
+      }
+    }
+
+    // Rank keys, one block-wide sort, the ranks into shared memory.
+    const UskdRankKey<float> key(s.zs.full(1.0f, false, s.tg), s.ws.full(1.0f, false, s.tg), s.zs, s.ws, s.tg,
+                                 a.paper);
+    unsigned long long keys[kItems];
+    const int end_bit = 33 + a.index_bits;  // the packed key and the padding bit
+    const unsigned long long pad = pad_rank_key(a.index_bits);
+#pragma unroll
+    for (int k = 0; k < kItems; ++k) {
+      const int64_t i = first + k;
+      keys[k] = i < c ? pack_rank_key(key(zv[k], wv[k]), i, a.index_bits) : pad;
+    }
+    Sort(smem.sort).Sort(keys, 0, end_bit);
+    __syncthreads();  // the sort's storage becomes the rank array
+    const unsigned long long index_mask = (1ull << a.index_bits) - 1ull;
+#pragma unroll
+    for (int k = 0; k < kItems; ++k) {
+      const int64_t position = first + k;  // blocked arrangement: sorted position
+      if (position < c) smem.rank[keys[k] & index_mask] = static_cast<int>(position + 1);
+    }
+    __syncthreads();
+
+    const float2 sq = a.sq[row];
+    const UskdRow<float> r =
+        make_uskd_row(a, s, sq, smem.rank[s.tg.t1], s.tg.t2 >= 0 ? smem.rank[s.tg.t2] : 1);
+    const float factor = gradient_factor(a.reduction, a.grad_scale, a.header->active);
+    const bool soft = a.labels.kind == Labels::Kind::kSoft;
+    float yv[kItems];
+    if (soft) {
+      const float* y = a.labels.soft + row * a.labels.ld;
+      const int count = first >= c ? 0 : (c - first < kItems ? static_cast<int>(c - first) : kItems);
+      load_floats<kItems>(y + first, count, a.labels.soft_aligned, yv);
+    } else {
+#pragma unroll
+      for (int k = 0; k < kItems; ++k) yv[k] = first + k == s.tg.t1 ? 1.0f : 0.0f;
+    }
+    Float2 acc{0.0f, 0.0f};
+    T* gzr = a.gz != nullptr ? a.gz + row * a.ldgz : nullptr;
+    T* gwr = a.gw != nullptr ? a.gw + row * a.ldgw : nullptr;
+#pragma unroll
+    for (int q = 0; q < kItems / V; ++q) {
+      const int64_t base = first + q * V;
+      const int count = base >= c ? 0 : (c - base < V ? static_cast<int>(c - base) : V);
+      uint4 dzq = make_uint4(0u, 0u, 0u, 0u), dwq = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        if (j < count) {
+          const int k = q * V + j;
+          float dz, dw;
+          r.element(static_cast<int32_t>(base + j), zv[k], wv[k], yv[k], smem.rank[base + j], dz, dw, acc.a, acc.b);
+          vec_set<T>(dzq, j, dz * factor);
+          vec_set<T>(dwq, j, dw * factor);
+        }
+      }
+      if (gzr != nullptr && count > 0) {
+        store_vec<T>(gzr + base, dzq, count, a.aligned);
+        store_vec<T>(gwr + base, dwq, count, a.aligned);
+      }
+    }
+    acc = block_allreduce(acc, Sum2Op{}, scratch);
+    if (threadIdx.x == 0) write_uskd_row_loss(a, row, r.loss(acc.a, acc.b));
+  }
+  if (a.reduction != Reduction::kNone) finish_batch_loss(a.header, a.row_loss, a.n, a.reduction, a.loss, scratch);
+}
+
+constexpr int kUskdStreamThreads = 512;
+
+/// C > 4096, step 1: the packed rank keys of a chunk of rows into the workspace.
+template <typename T>
+__global__ void __launch_bounds__(kUskdStreamThreads) uskd_keys_kernel(UskdArgs<T> a) {
+  constexpr int V = Vec<T>::kSize;
+  const int64_t row = a.row0 + blockIdx.x;
+  const int64_t c = a.c;
+  unsigned long long* keys = a.keys + static_cast<int64_t>(blockIdx.x) * c;
+  const UskdRowState s = a.states[row];
+  if (s.bad != 0u || s.tg.ignored) {
+    for (int64_t i = threadIdx.x; i < c; i += blockDim.x) keys[i] = static_cast<unsigned long long>(i);
+    return;
+  }
+  const T* zr = a.z + row * a.ldz;
+  const T* wr = a.w + row * a.ldw;
+  const UskdRankKey<float> key(s.zs.full(1.0f, false, s.tg), s.ws.full(1.0f, false, s.tg), s.zs, s.ws, s.tg,
+                               a.paper);
+  for (int64_t base = static_cast<int64_t>(threadIdx.x) * V; base < c; base += static_cast<int64_t>(blockDim.x) * V) {
+    const int count = c - base < V ? static_cast<int>(c - base) : V;
+    const uint4 zq = load_vec<T>(zr + base, count, a.aligned);
+    const uint4 wq = load_vec<T>(wr + base, count, a.aligned);
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      if (j < count) keys[base + j] = pack_rank_key(key(vec_get<T>(zq, j), vec_get<T>(wq, j)), base + j, a.index_bits);
+    }
+  }
+}
+
+/// C > 4096, step 3: ranks from the sorted keys, then both gradient rows and the row loss.
+template <typename T>
+__global__ void __launch_bounds__(kUskdStreamThreads) uskd_rank_kernel(UskdArgs<T> a) {
+  constexpr int V = Vec<T>::kSize;
+  __shared__ alignas(16) unsigned char scratch[kScratchBytes];
+  const int64_t row = a.row0 + blockIdx.x;
+  const int64_t c = a.c;
+  const UskdRowState s = a.states[row];
+  if (s.bad != 0u || s.tg.ignored) {
+    uskd_fill_row(a, row, s.bad != 0u ? __int_as_float(0x7fc00000) : 0.0f);
+  } else {
+    const unsigned long long* sorted = a.sorted + static_cast<int64_t>(blockIdx.x) * c;
+    int* rank = a.ranks + static_cast<int64_t>(blockIdx.x) * c;
+    const unsigned long long index_mask = (1ull << a.index_bits) - 1ull;
+    for (int64_t p = threadIdx.x; p < c; p += blockDim.x) rank[sorted[p] & index_mask] = static_cast<int>(p + 1);
+    __syncthreads();  // makes the block's global writes visible to the whole block
+
+    const float2 sq = a.sq[row];
+    const UskdRow<float> r = make_uskd_row(a, s, sq, rank[s.tg.t1], s.tg.t2 >= 0 ? rank[s.tg.t2] : 1);
+    const float factor = gradient_factor(a.reduction, a.grad_scale, a.header->active);
+    const bool soft = a.labels.kind == Labels::Kind::kSoft;
+    const float* y = soft ? a.labels.soft + row * a.labels.ld : nullptr;
+    const T* zr = a.z + row * a.ldz;
+    const T* wr = a.w + row * a.ldw;
+    T* gzr = a.gz != nullptr ? a.gz + row * a.ldgz : nullptr;
+    T* gwr = a.gw != nullptr ? a.gw + row * a.ldgw : nullptr;
+    Float2 acc{0.0f, 0.0f};
+    for (int64_t base = static_cast<int64_t>(threadIdx.x) * V; base < c; base += static_cast<int64_t>(blockDim.x) * V) {
+      const int count = c - base < V ? static_cast<int>(c - base) : V;
+      const uint4 zq = load_vec<T>(zr + base, count, a.aligned);
+      const uint4 wq = load_vec<T>(wr + base, count, a.aligned);
+      float yv[V];
+      if (soft) {
+        load_floats<V>(y + base, count, a.labels.soft_aligned, yv);
+      } else {
+#pragma unroll
+        for (int j = 0; j < V; ++j) yv[j] = base + j == s.tg.t1 ? 1.0f : 0.0f;
+      }
+      uint4 dzq = make_uint4(0u, 0u, 0u, 0u), dwq = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        if (j < count) {
+          float dz, dw;
+          r.element(static_cast<int32_t>(base + j), vec_get<T>(zq, j), vec_get<T>(wq, j), yv[j], rank[base + j], dz, dw, acc.a, acc.b);
+          vec_set<T>(dzq, j, dz * factor);
+          vec_set<T>(dwq, j, dw * factor);
+        }
+      }
+      if (gzr != nullptr) {
+        store_vec<T>(gzr + base, dzq, count, a.aligned);
+        store_vec<T>(gwr + base, dwq, count, a.aligned);
+      }
+    }
+    acc = block_allreduce(acc, Sum2Op{}, scratch);
+    if (threadIdx.x == 0) write_uskd_row_loss(a, row, r.loss(acc.a, acc.b));
+  }
+  if (a.last_chunk && a.reduction != Reduction::kNone) {
+    finish_batch_loss(a.header, a.row_loss, a.n, a.reduction, a.loss, scratch);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host side: workspace layout and launches.
+// ---------------------------------------------------------------------------------------------
+
+constexpr int64_t kUskdSmallSortMax = 1024;   // uskd_sort_kernel<T, 128, 8>
+constexpr int64_t kUskdBlockSortMax = 4096;   // uskd_sort_kernel<T, 512, 8>
+constexpr int64_t kUskdKeyBufferBytes = int64_t(64) << 20;  // per key buffer, large-C path
+constexpr size_t kUskdCubBytes = size_t(64) << 10;          // CUB's scratch, large-C path
+
+/// Rows per chunk of the large-C path (0 when C <= kUskdBlockSortMax or N == 0).
+inline int64_t uskd_chunk_rows(int64_t n, int64_t c) {
+  if (c <= kUskdBlockSortMax || n <= 0) return 0;
+  int64_t rows = kUskdKeyBufferBytes / (c * 8);
+  const int64_t max_items = int64_t(1) << 30;  // CUB's item count is an int
+  if (rows * c > max_items) rows = max_items / c;
+  if (rows < 1) rows = 1;
+  return rows < n ? rows : n;
+}
+
+struct UskdLayout {
+  Header* header = nullptr;
+  float* row_loss = nullptr;
+  UskdRowState* states = nullptr;
+  float2* sq = nullptr;
+  int* offsets = nullptr;
+  unsigned long long* keys0 = nullptr;
+  unsigned long long* keys1 = nullptr;
+  void* cub = nullptr;
+  int64_t chunk = 0;
+  size_t bytes = 0;
+};
+
+inline UskdLayout uskd_layout(void* workspace, int64_t n, int64_t c) {
+  UskdLayout l;
+  Carver cv(workspace);
+  l.header = cv.take<Header>(1);
+  l.row_loss = cv.take<float>(static_cast<size_t>(n));
+  l.states = cv.take<UskdRowState>(static_cast<size_t>(n));
+  l.sq = cv.take<float2>(static_cast<size_t>(n));
+  l.chunk = uskd_chunk_rows(n, c);
+  if (l.chunk > 0) {
+    l.offsets = cv.take<int>(static_cast<size_t>(l.chunk + 1));
+    l.keys0 = cv.take<unsigned long long>(static_cast<size_t>(l.chunk * c));
+    l.keys1 = cv.take<unsigned long long>(static_cast<size_t>(l.chunk * c));
+    l.cub = cv.take<unsigned char>(kUskdCubBytes);
+  }
+  l.bytes = cv.bytes();
+  return l;
+}
+
+inline int index_bits_of(int64_t c) {
+  int b = 1;
+  while ((int64_t(1) << b) < c) ++b;  // 2^b >= c: indices 0..c-1 fit in b bits
+  return b;
+}
+
+inline unsigned int stream_threads(int64_t c, int vec) {
+  int64_t t = (c + 4 * vec - 1) / (4 * vec);
+  t = (t + 31) / 32 * 32;
+  if (t < 32) t = 32;
+  if (t > kUskdStreamThreads) t = kUskdStreamThreads;
+  return static_cast<unsigned int>(t);
+}
+
+/// Launches the USKD kernels after the pre-pass (n > 0). `a` has every field but the chunk ones.
+template <typename T>
+inline Status launch_uskd(UskdArgs<T> a, const UskdLayout& l, cudaStream_t stream) {
+  constexpr int V = Vec<T>::kSize;
+  const unsigned int grid = static_cast<unsigned int>(a.n);
+  uskd_stats_kernel<T><<<grid, stream_threads(a.c, V), 0, stream>>>(a);
+  Status s = launch_status();
+  if (s != Status::kSuccess) return s;
+  if (a.c <= kUskdSmallSortMax) {
+    uskd_sort_kernel<T, 128, 8><<<grid, 128, 0, stream>>>(a);
+    return launch_status();
+  }
+  if (a.c <= kUskdBlockSortMax) {
+    uskd_sort_kernel<T, 512, 8><<<grid, 512, 0, stream>>>(a);
+    return launch_status();
+  }
+  const int end_bit = 32 + a.index_bits;
+  for (int64_t row0 = 0; row0 < a.n; row0 += l.chunk) {
+    const int64_t rows = a.n - row0 < l.chunk ? a.n - row0 : l.chunk;
+    a.row0 = row0;
+    a.keys = l.keys0;
+    a.last_chunk = row0 + rows >= a.n;
+    uskd_keys_kernel<T><<<static_cast<unsigned int>(rows), kUskdStreamThreads, 0, stream>>>(a);
+    s = launch_status();
+    if (s != Status::kSuccess) return s;
+    cub::DoubleBuffer<unsigned long long> buffers(l.keys0, l.keys1);
+    size_t cub_bytes = kUskdCubBytes;
+    if (cub::DeviceSegmentedRadixSort::SortKeys(l.cub, cub_bytes, buffers, static_cast<int>(rows * a.c),
+                                                static_cast<int>(rows), l.offsets, l.offsets + 1, 0, end_bit,
+                                                stream) != cudaSuccess) {
+      return Status::kCudaError;
+    }
+    a.sorted = buffers.Current();
+    a.ranks = reinterpret_cast<int*>(buffers.Alternate());
+    uskd_rank_kernel<T><<<static_cast<unsigned int>(rows), kUskdStreamThreads, 0, stream>>>(a);
+    s = launch_status();
+    if (s != Status::kSuccess) return s;
+  }
+  return Status::kSuccess;
+}
+
+/// The CUB scratch the large-C path needs (checked against kUskdCubBytes before a call).
+inline Status uskd_check_cub_bytes(const UskdLayout& l, int64_t c, int index_bits) {
+  if (l.chunk == 0) return Status::kSuccess;
+  cub::DoubleBuffer<unsigned long long> buffers(l.keys0, l.keys1);
+  size_t need = 0;
+  if (cub::DeviceSegmentedRadixSort::SortKeys(nullptr, need, buffers, static_cast<int>(l.chunk * c),
+                                              static_cast<int>(l.chunk), l.offsets, l.offsets + 1, 0,
+                                              32 + index_bits) != cudaSuccess) {
+    return Status::kCudaError;
+  }
+  return need <= kUskdCubBytes ? Status::kSuccess : Status::kNotSupported;
+}
+
+}  // namespace cuda_detail
+}  // namespace fusedkd
