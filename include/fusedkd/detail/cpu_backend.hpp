@@ -162,48 +162,89 @@ A max_of(const T* x, int32_t n, A m) {
   return m2 > m0 ? m2 : m0;
 }
 
-/// The statistics of one row, in chunks that stay in L1: a chunk's max (a scalar loop: cheap,
-/// and float compares would keep the compiler from vectorizing), then its sum of exponentials (a
-/// vectorized loop), folded into the running stats: an online softmax at chunk granularity that
-/// reads the row from memory once.
+/// Calls f(lo, hi) for the runs [lo, hi) of [b, e) between the (up to two) target classes.
+template <typename F>
+void for_each_non_target_run(int32_t b, int32_t e, int32_t t1, int32_t t2, F f) {
+  const int32_t cuts[3] = {t1 < t2 ? t1 : t2, t1 < t2 ? t2 : t1, e};  // -1: no target
+  int32_t lo = b;
+  for (const int32_t cut : cuts) {
+    if (cut < lo) continue;
+    const int32_t hi = cut < e ? cut : e;
+    if (hi > lo) f(lo, hi);
+    lo = hi + 1;
+    if (lo >= e) break;
+  }
+}
+
+/// sum of exp((x[i] - m) * inv) over [0, n).
+template <typename T, typename A>
+A sum_exp(const T* x, int32_t n, A m, A inv) {
+  A s = A(0);
+  for (int32_t i = 0; i < n; ++i) s += fk_exp((A(x[i]) - m) * inv);
+  return s;
+}
+
+#if defined(__GNUC__)
+/// The float case, four lanes at a time with GCC/Clang vector types: the statistics pass is the
+/// one loop the auto-vectorizer handled unreliably (inlining and loop splitting left it scalar
+/// in some callers), so it is written out. Same polynomial as fk_exp(float).
+inline float sum_exp(const float* x, int32_t n, float m, float inv) {
+  typedef float f4 __attribute__((vector_size(16)));
+  typedef int32_t i4 __attribute__((vector_size(16)));
+  f4 acc = {0.0f, 0.0f, 0.0f, 0.0f};
+  int32_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    f4 v;
+    std::memcpy(&v, x + i, sizeof v);
+    f4 a = (v - m) * inv;
+    i4 bits;
+    std::memcpy(&bits, &a, sizeof bits);
+    const i4 nan = ((bits & 0x7fffffff) > 0x7f800000) & 0x7fc00000;  // NaN stays NaN
+    a = a < -88.0f ? f4{} - 88.0f : a;                                 // exp(-88) rounds to 0
+    a = a > 88.0f ? f4{} + 88.0f : a;
+    const f4 t = a * 1.44269504088896341f + 128.5f;
+    const i4 k = __builtin_convertvector(t, i4) - 128;
+    const f4 fk = __builtin_convertvector(k, f4);
+    const f4 r = (a - fk * 0.693359375f) + fk * 2.12194440e-4f;
+    f4 p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    const f4 y = p * (r * r) + r + 1.0f;
+    const i4 scale_bits = (k + 127) << 23;
+    f4 scale, nan_or_zero;
+    std::memcpy(&scale, &scale_bits, sizeof scale);
+    std::memcpy(&nan_or_zero, &nan, sizeof nan_or_zero);
+    acc += y * scale + nan_or_zero;
+  }
+  float s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  for (; i < n; ++i) s += fk_exp((x[i] - m) * inv);
+  return s;
+}
+#endif
+
+/// The statistics of one row, in chunks that stay in L1: a chunk's max (scalar: cheap), then
+/// its sums of exponentials (vector loops), folded into the running stats: an online softmax at
+/// chunk granularity that reads the row from memory once. The loops run over the runs between
+/// the targets, so they carry no per-element target test.
 template <typename T, typename A>
 SplitStats<A> row_stats(const T* x, int32_t c, const RowTargets<A>& tg, A inv, bool two) {
   const int32_t t1 = tg.t1, t2 = tg.t2;
   SplitStats<A> st;
   for (int32_t b = 0; b < c; b += kChunk) {
     const int32_t e = c - b > kChunk ? b + kChunk : c;
-    // max over [b, e) without the targets: over the segments between them
-    A m = lowest<A>();
-    bool any = false;
-    int32_t lo = b;
-    const int32_t cuts[3] = {t1 < t2 ? t1 : t2, t1 < t2 ? t2 : t1, e};  // -1: no target
-    for (const int32_t cut : cuts) {
-      if (cut < lo) continue;
-      const int32_t hi = cut < e ? cut : e;
-      if (hi > lo) {
-        m = max_of(x + lo, hi - lo, m);
-        any = true;
-      }
-      lo = hi + 1;
-      if (lo >= e) break;
-    }
-    if (!any) continue;  // a chunk of only targets adds nothing
     SplitStats<A> part;
-    part.m = m;
-    A s1 = A(0);
-    FUSEDKD_SIMD_REDUCE(+, s1)
-    for (int32_t i = b; i < e; ++i) {
-      s1 += choose(i == t1 || i == t2, A(0), fk_exp(A(x[i]) - m));
-    }
-    part.s1 = s1;
-    if (two) {
-      A s2 = A(0);
-      FUSEDKD_SIMD_REDUCE(+, s2)
-      for (int32_t i = b; i < e; ++i) {
-        s2 += choose(i == t1 || i == t2, A(0), fk_exp((A(x[i]) - m) * inv));
-      }
-      part.st = s2;
-    }
+    bool any = false;
+    for_each_non_target_run(b, e, t1, t2, [&](int32_t lo, int32_t hi) {
+      part.m = max_of(x + lo, hi - lo, part.m);
+      any = true;
+    });
+    if (!any) continue;  // a chunk of only targets adds nothing
+    for_each_non_target_run(b, e, t1, t2, [&](int32_t lo, int32_t hi) {
+      part.s1 += sum_exp(x + lo, hi - lo, part.m, A(1));
+      if (two) part.st += sum_exp(x + lo, hi - lo, part.m, inv);
+    });
     st.merge(part, inv, two);
   }
   if (t1 >= 0) st.x1 = A(x[t1]);
