@@ -256,19 +256,22 @@ struct KdRow {
   A ce;
   A log_st;
   int32_t t;
+  bool has_ce;
 
   FUSEDKD_HD KdRow(const SplitStats<A>& zs, const SplitStats<A>& vs, const RowTargets<A>& tg,
                    A inv_t, A weight, A ce_weight) {
     const bool two = inv_t != A(1);
     P = zs.full(inv_t, two, tg);
     Q = vs.full(inv_t, two, tg);
-    S = zs.full(A(1), two, tg);
     const A temp = A(1) / inv_t;
     g_kl = weight * temp;
     l_kl = weight * temp * temp;
     t = tg.t1;
     ce = t >= 0 ? ce_weight : A(0);
-    log_st = t >= 0 ? S(zs.x1) : A(0);
+    has_ce = ce != A(0);
+    // S (scale 1) only for the cross-entropy: without it, a backend may skip the scale-1 sums.
+    S = ce != A(0) ? zs.full(A(1), two, tg) : LogProb<A>{A(0), A(1), A(0)};
+    log_st = ce != A(0) ? S(zs.x1) : A(0);
   }
 
   /// Gradient w.r.t. z_i; adds the element's share of KL(q || p) to acc.
@@ -276,7 +279,8 @@ struct KdRow {
     const A lp = P(z), lq = Q(v);
     const A q = fk_exp(lq);
     acc += xlogy_diff(q, lq, lp);
-    return g_kl * (fk_exp(lp) - q) + ce * (fk_exp(S(z)) - choose(i == t, A(1), A(0)));
+    const A g_ce = ce * (fk_exp(S(z)) - choose(i == t, A(1), A(0)));
+    return g_kl * (fk_exp(lp) - q) + choose(has_ce, g_ce, A(0));  // S is a dummy without CE
   }
 
   FUSEDKD_HD A loss(A acc) const { return l_kl * acc - ce * log_st; }
@@ -294,6 +298,7 @@ struct DkdRow {
   A l_nc;                    // beta * T^2
   A alpha, ce, log_st;
   int32_t t;
+  bool has_ce;
 
   FUSEDKD_HD DkdRow(const SplitStats<A>& zs, const SplitStats<A>& vs, const RowTargets<A>& tg,
                     A inv_t, A alpha_, A beta, A ce_weight) {
@@ -301,7 +306,7 @@ struct DkdRow {
     const LogProb<A> P = zs.full(inv_t, two, tg), Q = vs.full(inv_t, two, tg);
     Phat = zs.non_target(inv_t, two);
     Qhat = vs.non_target(inv_t, two);
-    S = zs.full(A(1), two, tg);
+    S = ce_weight != A(0) ? zs.full(A(1), two, tg) : LogProb<A>{A(0), A(1), A(0)};
     const A log_pt = P(zs.x1), log_qt = Q(vs.x1);
     const A log_pn = log_non_target_mass(Phat, P), log_qn = log_non_target_mass(Qhat, Q);
     pt = fk_exp(log_pt);
@@ -314,13 +319,14 @@ struct DkdRow {
     g_nc = beta * temp;
     l_nc = beta * temp * temp;
     ce = ce_weight;
-    log_st = S(zs.x1);
+    has_ce = ce != A(0);
+    log_st = has_ce ? S(zs.x1) : A(0);
     t = tg.t1;
   }
 
   /// Gradient w.r.t. z_i; adds the element's share of KL(That || Shat) to acc.
   FUSEDKD_HD A element(int32_t i, A z, A v, A& acc) const {
-    const A g = ce * fk_exp(S(z));
+    const A g = choose(has_ce, ce * fk_exp(S(z)), A(0));  // S is a dummy without CE
     const A lph = Phat(z), lqh = Qhat(v);
     const A ph = fk_exp(lph), qh = fk_exp(lqh);
     const bool target = i == t;

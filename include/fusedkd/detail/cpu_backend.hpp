@@ -130,6 +130,17 @@ void zero_row(T* g, int64_t c) {
   if (g != nullptr) std::fill(g, g + c, T(0));
 }
 
+// On x86-64 Linux with GCC, the row functions are compiled twice, for the baseline and for
+// x86-64-v3 (AVX2 + FMA), and the loader picks one for the CPU it runs on (target_clones): a
+// header-only library cannot rely on its users' -march. Off under sanitizers and nvcc, or with
+// FUSEDKD_NO_CPU_DISPATCH.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__ELF__) && \
+    !defined(__CUDACC__) && !defined(__SANITIZE_ADDRESS__) && !defined(FUSEDKD_NO_CPU_DISPATCH)
+#define FUSEDKD_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define FUSEDKD_CPU_CLONES
+#endif
+
 #if defined(_OPENMP)
 #define FUSEDKD_PRAGMA(...) _Pragma(#__VA_ARGS__)
 #define FUSEDKD_SIMD_REDUCE(op, ...) FUSEDKD_PRAGMA(omp simd reduction(op : __VA_ARGS__))
@@ -228,8 +239,10 @@ inline float sum_exp(const float* x, int32_t n, float m, float inv) {
 /// its sums of exponentials (vector loops), folded into the running stats: an online softmax at
 /// chunk granularity that reads the row from memory once. The loops run over the runs between
 /// the targets, so they carry no per-element target test.
+/// `unit`: whether the scale-1 sum is wanted (KD and DKD without cross-entropy need only 1/T).
 template <typename T, typename A>
-SplitStats<A> row_stats(const T* x, int32_t c, const RowTargets<A>& tg, A inv, bool two) {
+FUSEDKD_CPU_CLONES SplitStats<A> row_stats(const T* x, int32_t c, const RowTargets<A>& tg, A inv, bool two,
+                        bool unit = true) {
   const int32_t t1 = tg.t1, t2 = tg.t2;
   SplitStats<A> st;
   for (int32_t b = 0; b < c; b += kChunk) {
@@ -242,7 +255,7 @@ SplitStats<A> row_stats(const T* x, int32_t c, const RowTargets<A>& tg, A inv, b
     });
     if (!any) continue;  // a chunk of only targets adds nothing
     for_each_non_target_run(b, e, t1, t2, [&](int32_t lo, int32_t hi) {
-      part.s1 += sum_exp(x + lo, hi - lo, part.m, A(1));
+      if (unit || !two) part.s1 += sum_exp(x + lo, hi - lo, part.m, A(1));
       if (two) part.st += sum_exp(x + lo, hi - lo, part.m, inv);
     });
     st.merge(part, inv, two);
@@ -273,12 +286,40 @@ Status check_pair(const Matrix<const T>& z, const Matrix<const T>& v, const Labe
   return Status::kSuccess;
 }
 
+/// One row of a teacher loss: statistics of both rows, then one pass that writes the gradient
+/// (when `g` is not null) and sums the loss terms, per chunk in A (vectorized) and across chunks
+/// in double (a float sum over a 128k-class row would lose digits). Returns the row loss.
+template <typename T, typename A, typename MakeRow>
+FUSEDKD_CPU_CLONES double pair_row(const T* z, const T* v, T* g, int32_t c,
+                                   const RowTargets<A>& tg, A inv, bool two, bool unit_scale,
+                                   A factor, const MakeRow& make_row) {
+  const auto row = make_row(row_stats(z, c, tg, inv, two, unit_scale),
+                            row_stats(v, c, tg, inv, two, unit_scale), tg);
+  double total = 0.0;
+  for (int32_t b = 0; b < c; b += kChunk) {
+    const int32_t e = c - b > kChunk ? b + kChunk : c;
+    A acc = A(0);
+    if (g != nullptr) {
+      FUSEDKD_SIMD_REDUCE(+, acc)
+      for (int32_t i = b; i < e; ++i) {
+        const A gi = row.element(i, A(z[i]), A(v[i]), acc);  // reads z_i before writing g_i
+        g[i] = T(gi * factor);
+      }
+    } else {
+      FUSEDKD_SIMD_REDUCE(+, acc)
+      for (int32_t i = b; i < e; ++i) row.element(i, A(z[i]), A(v[i]), acc);
+    }
+    total += static_cast<double>(acc);
+  }
+  return static_cast<double>(row.loss(A(total)));
+}
+
 /// Runs a teacher loss (NKD, KD, DKD): `make_row(zs, vs, tg)` builds the loss's Row from the
 /// student and teacher statistics, gathered at scale `inv` (1 / temperature).
 template <typename T, typename MakeRow>
 Status run_pair_loss(Matrix<const T> z, Matrix<const T> v, Labels labels,
                      const CommonOptions& o, double inv_temperature, bool labels_optional,
-                     acc_t<T>* loss, Matrix<T> grad, MakeRow make_row) {
+                     bool unit_scale, acc_t<T>* loss, Matrix<T> grad, MakeRow make_row) {
   using A = acc_t<T>;
   Status s = check_pair(z, v, labels, o, loss, grad, labels_optional);
   if (s != Status::kSuccess) return s;
@@ -304,28 +345,8 @@ FUSEDKD_PARALLEL_ROWS(n * c)
       zero_row(gr, c);
       continue;
     }
-    const int32_t c32 = static_cast<int32_t>(c);
-    const auto row = make_row(row_stats(zr, c32, tg, inv, two), row_stats(vr, c32, tg, inv, two), tg);
-    // The loss terms are summed per chunk in A (vectorized), the chunks in double: a float sum
-    // over a 128k-class row would otherwise lose digits.
-    double total = 0.0;
-    for (int32_t b = 0; b < c32; b += kChunk) {
-      const int32_t e = c32 - b > kChunk ? b + kChunk : c32;
-      A acc = A(0);
-      if (gr != nullptr) {
-        FUSEDKD_SIMD_REDUCE(+, acc)
-        for (int32_t i = b; i < e; ++i) {
-          const A g = row.element(i, A(zr[i]), A(vr[i]), acc);  // reads z_i before writing g_i
-          gr[i] = T(g * factor);
-        }
-      } else {
-        FUSEDKD_SIMD_REDUCE(+, acc)
-        for (int32_t i = b; i < e; ++i) row.element(i, A(zr[i]), A(vr[i]), acc);
-      }
-      total += static_cast<double>(acc);
-    }
-    const A acc = A(total);
-    row_loss[r] = static_cast<double>(row.loss(acc));
+    row_loss[r] = pair_row(zr, vr, gr, static_cast<int32_t>(c), tg, inv, two, unit_scale, factor,
+                           make_row);
   }
   write_loss(o, row_loss.get(), n, active, loss);
   return Status::kSuccess;

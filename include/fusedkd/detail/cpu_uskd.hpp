@@ -63,6 +63,40 @@ RankEntry<A>* radix_sort(RankEntry<A>* a, RankEntry<A>* tmp, int32_t n) {
   return a;
 }
 
+/// rank[i] = 1-based position of class i when all classes are sorted by their rank key,
+/// descending, ties by the lower index. `ord` holds 2C entries of scratch.
+template <typename T, typename A>
+FUSEDKD_CPU_CLONES void zipf_ranks(const T* z, const T* w, int32_t c, const UskdRankKey<A>& key,
+                                   RankEntry<A>* ord, int32_t* rank) {
+  for (int32_t i = 0; i < c; ++i) ord[i] = RankEntry<A>::make(key(A(z[i]), A(w[i])), i);
+  const RankEntry<A>* sorted = radix_sort(ord, ord + c, c);
+  for (int32_t p = 0; p < c; ++p) rank[sorted[p].index] = p + 1;
+}
+
+/// The gradient pass of one USKD row: writes dz, dw (when Write) and adds the row's sums of
+/// Zhat*log Shat and q*log W to sums[0], sums[1] (per chunk in A, across chunks in double).
+template <typename Soft, typename Write, typename T, typename A>
+FUSEDKD_CPU_CLONES void uskd_pass(const T* z, const T* w, const float* y, T* gz, T* gw, int32_t c,
+                                  const UskdRow<A>& row, const int32_t* rank, A factor,
+                                  double* sums) {
+  for (int32_t b = 0; b < c; b += kChunk) {
+    const int32_t e = c - b > kChunk ? b + kChunk : c;
+    A acc_non = A(0), acc_weak = A(0);
+    FUSEDKD_SIMD_REDUCE(+, acc_non, acc_weak)
+    for (int32_t i = b; i < e; ++i) {
+      const A yi = Soft::value ? A(y[i]) : choose(i == row.tg.t1, A(1), A(0));
+      A dz, dw;
+      row.element(i, A(z[i]), A(w[i]), yi, rank[i], dz, dw, acc_non, acc_weak);
+      if (Write::value) {
+        gz[i] = T(dz * factor);  // after the reads of z_i and w_i: in place is safe
+        gw[i] = T(dw * factor);
+      }
+    }
+    sums[0] += static_cast<double>(acc_non);
+    sums[1] += static_cast<double>(acc_weak);
+  }
+}
+
 template <typename T>
 Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdOptions& o,
                 acc_t<T>* loss, Matrix<T> gz, Matrix<T> gw) {
@@ -162,10 +196,7 @@ FUSEDKD_PARALLEL_ROWS(n * c)
     int32_t* rank = ranks.get() + static_cast<int64_t>(thread) * c;
     const UskdRankKey<A> key(zs.full(A(1), false, tg), ws.full(A(1), false, tg), zs, ws, tg,
                              paper);
-    const int32_t cols = c32;  // a local: the shared one could alias the stores below
-    for (int32_t i = 0; i < cols; ++i) ord[i] = RankEntry<A>::make(key(A(zr[i]), A(wr[i])), i);
-    const RankEntry<A>* sorted = radix_sort(ord, ord + c, cols);
-    for (int32_t p = 0; p < cols; ++p) rank[sorted[p].index] = p + 1;
+    zipf_ranks(zr, wr, c32, key, ord, rank);
     A zipf_targets = A(1) / A(rank[tg.t1]);
     if (tg.t2 >= 0) zipf_targets += A(1) / A(rank[tg.t2]);
 
@@ -175,36 +206,20 @@ FUSEDKD_PARALLEL_ROWS(n * c)
     const UskdRow<A> row(zs, ws, tg, p1, p2, zipf_targets, h, c, A(o.alpha), A(o.beta),
                          A(o.mu), A(o.smoothing), A(o.ce_weight), tg.ysum);
 
-    // One pass over the row: both gradients and the row loss. Four variants (soft or hard
-    // labels, gradients or not) so that each inner loop is branch-free and vectorizes.
+    // One pass over the row: both gradients and the row loss, in one of four variants (soft or
+    // hard labels, gradients or not) so that each inner loop is branch-free and vectorizes.
     const float* y = soft ? static_cast<const float*>(labels.data) + r * ld_y : nullptr;
-    double total_non = 0.0, total_weak = 0.0;  // per chunk in A, across chunks in double
-    auto pass = [&](auto soft_labels, auto write) {
-      for (int32_t b = 0; b < cols; b += kChunk) {
-        const int32_t e = cols - b > kChunk ? b + kChunk : cols;
-        A acc_non = A(0), acc_weak = A(0);
-        FUSEDKD_SIMD_REDUCE(+, acc_non, acc_weak)
-        for (int32_t i = b; i < e; ++i) {
-          const A yi = decltype(soft_labels)::value ? A(y[i]) : choose(i == tg.t1, A(1), A(0));
-          A dz, dw;
-          row.element(i, A(zr[i]), A(wr[i]), yi, rank[i], dz, dw, acc_non, acc_weak);
-          if (decltype(write)::value) {
-            gzr[i] = T(dz * factor);  // after the reads of z_i and w_i: in place is safe
-            gwr[i] = T(dw * factor);
-          }
-        }
-        total_non += static_cast<double>(acc_non);
-        total_weak += static_cast<double>(acc_weak);
-      }
-    };
+    double sums[2] = {0.0, 0.0};
     using yes = std::true_type;
     using no = std::false_type;
     if (soft) {
-      gzr != nullptr ? pass(yes{}, yes{}) : pass(yes{}, no{});
+      gzr != nullptr ? uskd_pass<yes, yes>(zr, wr, y, gzr, gwr, c32, row, rank, factor, sums)
+                     : uskd_pass<yes, no>(zr, wr, y, gzr, gwr, c32, row, rank, factor, sums);
     } else {
-      gzr != nullptr ? pass(no{}, yes{}) : pass(no{}, no{});
+      gzr != nullptr ? uskd_pass<no, yes>(zr, wr, y, gzr, gwr, c32, row, rank, factor, sums)
+                     : uskd_pass<no, no>(zr, wr, y, gzr, gwr, c32, row, rank, factor, sums);
     }
-    const A acc_non = A(total_non), acc_weak = A(total_weak);
+    const A acc_non = A(sums[0]), acc_weak = A(sums[1]);
     row_loss[r] = static_cast<double>(row.loss(acc_non, acc_weak));
   }
   write_loss(o, row_loss.get(), n, active, loss);
