@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# scripts/bench.sh — builds and runs the benchmarks, writes docs/benchmarks/ (JSON, Markdown
+# tables, PNG plots).
+#
+#   scripts/bench.sh                 the CPU set here, and the GPU set when a GPU is present
+#   scripts/bench.sh --cpu-only      only the CPU set
+#   scripts/bench.sh --gpu-only      only the GPU set (the GPU machine, alone or from gpu-check)
+#   scripts/bench.sh --quick         2 repetitions, shorter runs (a smoke test; numbers are noisy)
+#   scripts/bench.sh --large         the CPU set with the issue's full large-vocabulary shapes
+#                                    (N = 4096 / 8192 x C = 32000 / 128256: hours on a small CPU)
+#   scripts/bench.sh --cpu-time      one-thread CPU rows reported by the calling thread's CPU time
+#                                    rather than wall time (for a machine shared with other work)
+#   scripts/bench.sh --prepare-carry copy this machine's Google Benchmark (headers, shared library,
+#                                    a package config) into third_party/benchmark, for a GPU
+#                                    machine without it or a network: carry third_party with the
+#                                    tree (bench/CMakeLists.txt looks there first); then exit
+#   scripts/bench.sh -- ARGS         ARGS go to the benchmark programs (e.g. --benchmark_filter=nkd)
+#
+# Environment: FUSEDKD_BENCH_BUILD (build directory, default build-bench), JOBS (default 2),
+# FUSEDKD_BENCH_OUT (output directory, default docs/benchmarks), CMAKE_ARGS (extra -D...),
+# FUSEDKD_BENCH_NICE (run the benchmarks under `nice -n VALUE`, e.g. -20 as root on a machine
+# shared with other work, so that they get their cores), FUSEDKD_BENCH_TORCH=0 (GPU set: do not
+# look for python3's LibTorch).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${FUSEDKD_BENCH_BUILD:-$root/build-bench}
+out=${FUSEDKD_BENCH_OUT:-$root/docs/benchmarks}
+jobs=${JOBS:-2}
+run_cpu=1
+run_gpu=auto
+cpu_flags=()
+gpu_flags=()
+extra=()
+plot_extra=()
+prepare_carry=0
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --cpu-only) run_gpu=0 ;;
+    --gpu-only) run_cpu=0; run_gpu=1 ;;
+    --quick)
+      cpu_flags+=(--fusedkd_reps=2 --fusedkd_min_time=0.05)
+      gpu_flags+=(--fusedkd_reps=2) ;;
+    --large) cpu_flags+=(--fusedkd_large) ;;
+    --cpu-time) plot_extra+=(--cpu-time) ;;
+    --) shift; extra=("$@"); break ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --prepare-carry) prepare_carry=1 ;;
+    *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if [[ $prepare_carry == 1 ]]; then
+  inc=${BENCHMARK_INCLUDE:-/usr/include}
+  lib=$(ls "${BENCHMARK_LIB_DIR:-/usr/lib/x86_64-linux-gnu}"/libbenchmark.so.[0-9]* 2>/dev/null | head -1 || true)
+  if [[ ! -f $inc/benchmark/benchmark.h || -z $lib ]]; then
+    echo "bench.sh: no Google Benchmark here (Debian: libbenchmark-dev)" >&2
+    exit 1
+  fi
+  tp=$root/third_party/benchmark
+  rm -rf "$tp"
+  mkdir -p "$tp/include" "$tp/lib"
+  cp -r "$inc/benchmark" "$tp/include/"
+  soname=$(objdump -p "$lib" 2>/dev/null | awk '/SONAME/ {print $2}')
+  soname=${soname:-$(basename "$lib")}
+  cp -L "$lib" "$tp/lib/$soname"  # under its SONAME: what the loader looks for (via the RPATH)
+  cat > "$tp/benchmarkConfig.cmake" <<CONFIG
+# Minimal package config written by scripts/bench.sh --prepare-carry (a copied shared library).
+if(NOT TARGET benchmark::benchmark)
+  add_library(benchmark::benchmark SHARED IMPORTED)
+  set_target_properties(benchmark::benchmark PROPERTIES
+    IMPORTED_LOCATION "\${CMAKE_CURRENT_LIST_DIR}/lib/$soname"
+    IMPORTED_SONAME "$soname"
+    INTERFACE_INCLUDE_DIRECTORIES "\${CMAKE_CURRENT_LIST_DIR}/include")
+endif()
+set(benchmark_FOUND TRUE)
+CONFIG
+  echo "third_party/benchmark <- $inc/benchmark, $lib"
+  exit 0
+fi
+
+if [[ $run_gpu == auto ]]; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then run_gpu=1; else run_gpu=0; fi
+fi
+
+cmake_args=(-DCMAKE_BUILD_TYPE=Release -DFUSEDKD_BUILD_BENCHMARKS=ON)
+if [[ $run_cpu == 0 ]]; then
+  # the GPU set needs nothing but bench/ (a GPU machine may lack GoogleTest)
+  cmake_args+=(-DFUSEDKD_BUILD_TESTS=OFF -DFUSEDKD_BUILD_TOOLS=OFF -DFUSEDKD_BUILD_EXAMPLES=OFF)
+fi
+# shellcheck disable=SC2206
+cmake_args+=(${CMAKE_ARGS:-})
+# A LibTorch with CUDA for the GPU baseline: the GPU machine's PyTorch ships one. Its configure
+# can fail (CUDA toolkit mismatch, ...): then the GPU set runs without that baseline.
+torch_args=()
+if [[ $run_gpu == 1 && ${FUSEDKD_BENCH_TORCH:-1} == 1 ]]; then
+  torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null || true)
+  if [[ -n $torch_prefix ]]; then
+    torch_args=("-DCMAKE_PREFIX_PATH=$torch_prefix")
+  fi
+fi
+
+echo "== configure $build"
+mkdir -p "$build"
+if [[ ${#torch_args[@]} -gt 0 ]]; then
+  if ! cmake -S "$root" -B "$build" "${cmake_args[@]}" "${torch_args[@]}" > "$build/configure-torch.log" 2>&1; then
+    echo "bench.sh: configure with the LibTorch of python3 failed (see $build/configure-torch.log); going on without it" >&2
+    rm -f "$build/CMakeCache.txt"
+    cmake -S "$root" -B "$build" "${cmake_args[@]}" -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON >/dev/null
+  fi
+else
+  cmake -S "$root" -B "$build" "${cmake_args[@]}" >/dev/null
+fi
+targets=()
+target_list=$(cmake --build "$build" --target help 2>/dev/null || true)  # (no pipe: pipefail + grep -q)
+have_target() { grep -qw -- "$1" <<<"$target_list"; }
+if [[ $run_cpu == 1 ]]; then
+  targets+=(fusedkd_bench_cpu)
+  have_target fusedkd_bench_cpu_native && targets+=(fusedkd_bench_cpu_native)
+fi
+if [[ $run_gpu == 1 ]]; then
+  if have_target fusedkd_bench_cuda; then
+    targets+=(fusedkd_bench_cuda)
+  else
+    echo "bench.sh: no fusedkd_bench_cuda in this build (no nvcc, or no include/fusedkd/cuda.cuh): no GPU set" >&2
+    run_gpu=0
+  fi
+fi
+if [[ ${#targets[@]} -eq 0 ]]; then echo "bench.sh: nothing to run" >&2; exit 1; fi
+echo "== build ${targets[*]}"
+cmake --build "$build" -j"$jobs" --target "${targets[@]}"
+
+# The PNG needs matplotlib: use a Python that has it; install Debian's where that is possible
+# (as root), else the tables come without the PNG.
+pick_python() {
+  local p
+  for p in python3 /usr/bin/python3; do
+    if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import matplotlib' 2>/dev/null; then echo "$p"; return; fi
+  done
+  echo ""
+}
+py=$(pick_python)
+if [[ -z $py && $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y --no-install-recommends python3-matplotlib >/dev/null 2>&1 || true
+  py=$(pick_python)
+fi
+[[ -n $py ]] || py=python3
+
+mkdir -p "$out"
+plot_args=(--out "$out" "${plot_extra[@]}")
+runner=()
+if [[ -n ${FUSEDKD_BENCH_NICE:-} ]]; then runner=(nice -n "$FUSEDKD_BENCH_NICE"); fi
+# OpenMP threads spin between parallel regions instead of sleeping (fused and LibTorch alike:
+# both use libgomp here), so that a benchmark measures the work, not the wake-up latency of a
+# sleeping thread (milliseconds on some virtual machines). Set OMP_WAIT_POLICY to override.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-active}
+commit=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
+context=(--benchmark_context=fusedkd_commit="$commit")
+if [[ $run_cpu == 1 ]]; then
+  echo "== CPU: fused vs LibTorch eager"
+  "${runner[@]}" "$build/bench/fusedkd_bench_cpu" "${context[@]}" "${cpu_flags[@]}" "${extra[@]}" \
+    --benchmark_out="$out/cpu.json" --benchmark_out_format=json
+  plot_args+=(--cpu "$out/cpu.json")
+  if [[ -x $build/bench/fusedkd_bench_cpu_native ]]; then
+    echo "== CPU: fused, -march=native"
+    "${runner[@]}" "$build/bench/fusedkd_bench_cpu_native" "${context[@]}" "${cpu_flags[@]}" \
+      --benchmark_filter=/fused/ "${extra[@]}" \
+      --benchmark_out="$out/cpu_native.json" --benchmark_out_format=json
+    plot_args+=(--cpu-native "$out/cpu_native.json")
+  fi
+fi
+if [[ $run_gpu == 1 ]]; then
+  echo "== GPU: fused vs unfused CUDA (and LibTorch-CUDA when built)"
+  "${runner[@]}" "$build/bench/fusedkd_bench_cuda" "${context[@]}" "${gpu_flags[@]}" "${extra[@]}" \
+    --benchmark_out="$out/cuda.json" --benchmark_out_format=json
+  plot_args+=(--cuda "$out/cuda.json")
+fi
+echo "== tables and plots into $out"
+"$py" "$root/scripts/plot_bench.py" "${plot_args[@]}"
