@@ -134,8 +134,11 @@ void zero_row(T* g, int64_t c) {
 // x86-64-v3 (AVX2 + FMA), and the loader picks one for the CPU it runs on (target_clones): a
 // header-only library cannot rely on its users' -march. Off under sanitizers and nvcc, or with
 // FUSEDKD_NO_CPU_DISPATCH.
+// A build that already targets AVX2 (-march=native, -mavx2) needs no clone, and must not get
+// one: GCC does not inline the per-element helpers into a clone of another target.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__ELF__) && \
-    !defined(__CUDACC__) && !defined(__SANITIZE_ADDRESS__) && !defined(FUSEDKD_NO_CPU_DISPATCH)
+    !defined(__AVX2__) && !defined(__CUDACC__) && !defined(__SANITIZE_ADDRESS__) &&       \
+    !defined(FUSEDKD_NO_CPU_DISPATCH)
 #define FUSEDKD_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define FUSEDKD_CPU_CLONES

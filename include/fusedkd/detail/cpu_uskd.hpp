@@ -42,22 +42,23 @@ struct RankEntry {
   }
 };
 
-/// Stable LSD radix sort by key, a byte per pass (passes where every key has the same byte are
-/// skipped). Entries come in by class index, so ties keep the lower index first. Returns the
-/// buffer, `a` or `tmp`, that holds the result.
+/// Stable LSD radix sort by key, 11 bits per pass (3 passes for float keys; passes where every
+/// key has the same digit are skipped). Entries come in by class index, so ties keep the lower
+/// index first. Returns the buffer, `a` or `tmp`, that holds the result.
 template <typename A>
 RankEntry<A>* radix_sort(RankEntry<A>* a, RankEntry<A>* tmp, int32_t n) {
-  for (unsigned shift = 0; shift < 8 * sizeof(a->key); shift += 8) {
-    int32_t count[256] = {};
-    for (int32_t i = 0; i < n; ++i) ++count[(a[i].key >> shift) & 255u];
-    if (count[(a[0].key >> shift) & 255u] == n) continue;
-    int32_t offset[256];
+  constexpr unsigned kBits = 11, kBuckets = 1u << kBits;
+  for (unsigned shift = 0; shift < 8 * sizeof(a->key); shift += kBits) {
+    int32_t count[kBuckets] = {};
+    for (int32_t i = 0; i < n; ++i) ++count[(a[i].key >> shift) & (kBuckets - 1)];
+    if (count[(a[0].key >> shift) & (kBuckets - 1)] == n) continue;
     int32_t sum = 0;
-    for (int b = 0; b < 256; ++b) {
-      offset[b] = sum;
-      sum += count[b];
+    for (unsigned b = 0; b < kBuckets; ++b) {
+      const int32_t k = count[b];
+      count[b] = sum;  // now the bucket's first slot
+      sum += k;
     }
-    for (int32_t i = 0; i < n; ++i) tmp[offset[(a[i].key >> shift) & 255u]++] = a[i];
+    for (int32_t i = 0; i < n; ++i) tmp[count[(a[i].key >> shift) & (kBuckets - 1)]++] = a[i];
     std::swap(a, tmp);
   }
   return a;
