@@ -214,8 +214,13 @@ inline float sum_exp(const float* x, int32_t n, float m, float inv) {
     i4 bits;
     std::memcpy(&bits, &a, sizeof bits);
     const i4 nan = ((bits & 0x7fffffff) > 0x7f800000) & 0x7fc00000;  // NaN stays NaN
-    a = a < -88.0f ? f4{} - 88.0f : a;                                 // exp(-88) rounds to 0
-    a = a > 88.0f ? f4{} + 88.0f : a;
+    // clamp to [-88, 88] on the bits, as fk_exp does (NaN included: no UB in the conversion)
+    typedef uint32_t u4 __attribute__((vector_size(16)));
+    const i4 below = reinterpret_cast<i4>(reinterpret_cast<u4>(bits) > 0xC2B00000u);
+    bits = (bits & ~below) | (static_cast<int32_t>(0xC2B00000u) & below);
+    const i4 above = bits > 0x42B00000;
+    bits = (bits & ~above) | (0x42B00000 & above);
+    std::memcpy(&a, &bits, sizeof a);
     const f4 t = a * 1.44269504088896341f + 128.5f;
     const i4 k = __builtin_convertvector(t, i4) - 128;
     const f4 fk = __builtin_convertvector(k, f4);
