@@ -118,7 +118,6 @@ struct RowTargets {
   A ysum = A(1);  ///< sum of the label row (1 for hard labels)
   bool ignored = false;
 
-  FUSEDKD_HD bool is_target(int32_t i) const { return i == t1 || i == t2; }
 };
 
 /// log-probabilities of a softmax at scale `inv` (1/temperature) over some set of classes:
