@@ -117,7 +117,6 @@ struct RowTargets {
   A v2 = A(0);
   A ysum = A(1);  ///< sum of the label row (1 for hard labels)
   bool ignored = false;
-
 };
 
 /// log-probabilities of a softmax at scale `inv` (1/temperature) over some set of classes:
