@@ -22,6 +22,8 @@
 // --fusedkd_threads=1,2, --fusedkd_reps=K (default 5), --fusedkd_min_time=S (default 0.2),
 // --fusedkd_no_eager.
 #include <benchmark/benchmark.h>
+
+#include "flags.hpp"
 #include <unistd.h>
 
 #include <algorithm>
@@ -256,22 +258,8 @@ struct Flags {
   std::vector<int> threads;
 };
 
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, sep)) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
-bool take(const std::string& arg, const char* name, std::string* value) {
-  const std::string prefix = std::string(name) + "=";
-  if (arg.compare(0, prefix.size(), prefix) != 0) return false;
-  *value = arg.substr(prefix.size());
-  return true;
-}
+using bench_flags::split;
+using bench_flags::take;
 
 /// Removes the --fusedkd_* flags from argv, leaving Google Benchmark's.
 Flags parse_flags(int* argc, char** argv) {

@@ -20,6 +20,8 @@
 // --fusedkd_dtypes=f32,bf16, --fusedkd_methods=fused,unfused,torch, --fusedkd_reps=K (default 5),
 // --fusedkd_min_time=S (default 0.05), --fusedkd_small (image shapes only).
 #include <benchmark/benchmark.h>
+
+#include "flags.hpp"
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -432,26 +434,9 @@ void bm_copy(benchmark::State& state, size_t bytes) {
 }
 
 // ---- flags ------------------------------------------------------------------------------------
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, sep)) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
-bool take(const std::string& arg, const char* name, std::string* value) {
-  const std::string prefix = std::string(name) + "=";
-  if (arg.compare(0, prefix.size(), prefix) != 0) return false;
-  *value = arg.substr(prefix.size());
-  return true;
-}
-
-bool listed(const std::vector<std::string>& list, const std::string& x) {
-  return list.empty() || std::find(list.begin(), list.end(), x) != list.end();
-}
+using bench_flags::split;
+using bench_flags::take;
+using bench_flags::listed;
 
 }  // namespace
 
