@@ -147,29 +147,29 @@ inline bool rows_aligned(const T* p, int64_t stride) {
 // every thread of the group gets the same bits.
 // ---------------------------------------------------------------------------------------------
 
-template <typename V>
-__device__ __forceinline__ V shfl_xor_value(const V& v, int mask) {
+/// Shuffles a value of any trivially copyable type word by word: `shfl(word)` is one of the
+/// __shfl*_sync intrinsics bound to its lane argument.
+template <typename V, typename Shfl>
+__device__ __forceinline__ V shuffle_words(const V& v, Shfl shfl) {
   static_assert(sizeof(V) % 4 == 0, "shuffled values are whole 32-bit words");
   constexpr int kWords = static_cast<int>(sizeof(V) / 4);
   uint32_t w[kWords];
   memcpy(w, &v, sizeof(V));
 #pragma unroll
-  for (int k = 0; k < kWords; ++k) w[k] = __shfl_xor_sync(0xffffffffu, w[k], mask);
+  for (int k = 0; k < kWords; ++k) w[k] = shfl(w[k]);
   V out;
   memcpy(&out, w, sizeof(V));
   return out;
 }
 
 template <typename V>
+__device__ __forceinline__ V shfl_xor_value(const V& v, int mask) {
+  return shuffle_words(v, [mask](uint32_t w) { return __shfl_xor_sync(0xffffffffu, w, mask); });
+}
+
+template <typename V>
 __device__ __forceinline__ V shfl_value(const V& v, int src) {
-  constexpr int kWords = static_cast<int>(sizeof(V) / 4);
-  uint32_t w[kWords];
-  memcpy(w, &v, sizeof(V));
-#pragma unroll
-  for (int k = 0; k < kWords; ++k) w[k] = __shfl_sync(0xffffffffu, w[k], src);
-  V out;
-  memcpy(&out, w, sizeof(V));
-  return out;
+  return shuffle_words(v, [src](uint32_t w) { return __shfl_sync(0xffffffffu, w, src); });
 }
 
 /// All-reduce over the kWidth (a power of two <= 32) lanes of each aligned lane group. The
