@@ -21,6 +21,18 @@
 namespace fusedkd {
 namespace detail {
 
+/// exp(r) for |r| <= ln2 / 2: Cephes' expf polynomial. F is float or a vector of floats
+/// (the CPU backend's four-lane sum of exponentials uses the same one).
+template <typename F>
+inline F exp_reduced(F r) {
+  F p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  return p * (r * r) + r + 1.0f;
+}
+
 #if defined(__CUDA_ARCH__)
 FUSEDKD_HD float fk_exp(float x) { return ::expf(x); }
 #else
@@ -41,13 +53,7 @@ inline float fk_exp(float x) {
   const int32_t k = static_cast<int32_t>(xc * 1.44269504088896341f + 128.5f) - 128;  // round
   const float fk = static_cast<float>(k);
   const float r = (xc - fk * 0.693359375f) + fk * 2.12194440e-4f;  // x - k ln2, in two parts
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float y = p * (r * r) + r + 1.0f;
+  const float y = exp_reduced(r);
   const uint32_t scale_bits = static_cast<uint32_t>(k + 127) << 23;  // 2^k; 0 for k = -127
   float scale;
   std::memcpy(&scale, &scale_bits, sizeof scale);

@@ -225,12 +225,7 @@ inline float sum_exp(const float* x, int32_t n, float m, float inv) {
     const i4 k = __builtin_convertvector(t, i4) - 128;
     const f4 fk = __builtin_convertvector(k, f4);
     const f4 r = (a - fk * 0.693359375f) + fk * 2.12194440e-4f;
-    f4 p = r * 1.9875691500e-4f + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    const f4 y = p * (r * r) + r + 1.0f;
+    const f4 y = exp_reduced(r);
     const i4 scale_bits = (k + 127) << 23;
     f4 scale, nan_or_zero;
     std::memcpy(&scale, &scale_bits, sizeof scale);
