@@ -1,11 +1,14 @@
 // The host math helpers of detail/core.hpp and the CPU backend that the loss tests reach only
-// indirectly: the vectorizable exp (scalar and four-lane forms), the bit-blend select, the
-// sum of exponentials over runs between targets.
+// indirectly: the vectorizable exp (scalar and eight-lane forms), the bit-blend select, the
+// sum of exponentials over runs between targets, USKD's rank sort.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "fusedkd/fusedkd.hpp"
@@ -34,10 +37,10 @@ TEST(HostMath, ExpEdgeValues) {
   EXPECT_GT(fk_exp(100.0f), 1e38f);
 }
 
-TEST(HostMath, FourLaneSumOfExpMatchesScalar) {
+TEST(HostMath, EightLaneSumOfExpMatchesFloat64) {
   std::mt19937 gen(7);
   std::normal_distribution<float> dist(0.0f, 4.0f);
-  for (int n : {0, 1, 3, 4, 5, 17, 1000}) {
+  for (int n : {0, 1, 7, 8, 9, 17, 1000}) {
     std::vector<float> x(static_cast<size_t>(n));
     for (float& v : x) v = dist(gen);
     for (float inv : {1.0f, 0.25f}) {
@@ -47,8 +50,28 @@ TEST(HostMath, FourLaneSumOfExpMatchesScalar) {
       EXPECT_NEAR(got, want, 1e-6 * std::max(want, 1.0)) << "n " << n << " inv " << inv;
     }
   }
-  const float nan_in[5] = {0.0f, 1.0f, std::numeric_limits<float>::quiet_NaN(), 2.0f, 3.0f};
-  EXPECT_TRUE(std::isnan(fusedkd::detail::sum_exp(nan_in, 5, 0.0f, 1.0f)));
+  // A NaN in the vector body and one in the scalar tail.
+  for (int at : {2, 9}) {
+    float x[10] = {0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f, 8.0f, 9.0f};
+    x[at] = std::numeric_limits<float>::quiet_NaN();
+    EXPECT_TRUE(std::isnan(fusedkd::detail::sum_exp(x, 10, 0.0f, 1.0f))) << "NaN at " << at;
+  }
+}
+
+TEST(HostMath, EightLaneMaxMatchesStdMax) {
+  std::mt19937 gen(11);
+  std::normal_distribution<float> dist(0.0f, 4.0f);
+  for (int n : {1, 7, 8, 9, 17, 1000}) {
+    for (int at = 0; at < n; at += n / 5 + 1) {  // the maximum in every lane and in the tail
+      std::vector<float> x(static_cast<size_t>(n));
+      for (float& v : x) v = dist(gen);
+      x[static_cast<size_t>(at)] = 100.0f + static_cast<float>(at);
+      const float lowest = -std::numeric_limits<float>::infinity();
+      EXPECT_EQ(fusedkd::detail::max_of(x.data(), n, lowest), x[static_cast<size_t>(at)])
+          << "n " << n << " at " << at;
+      EXPECT_EQ(fusedkd::detail::max_of(x.data(), n, 1e9f), 1e9f);
+    }
+  }
 }
 
 TEST(HostMath, ChooseIsAnExactSelect) {
@@ -89,6 +112,71 @@ TEST(HostMath, RowStatsSkipTheTargetsOfEveryChunk) {
   EXPECT_NEAR(st.st, s2, 1e-5 * s2);
   EXPECT_EQ(st.x1, 40.0f);
   EXPECT_EQ(st.x2, 50.0f);
+}
+
+/// USKD's radix sort against std::stable_sort of the same rank_bits, and the order itself:
+/// descending by value, -0 equal to +0, NaN last.
+template <typename A>
+void check_rank_sort(const std::vector<A>& keys, const std::string& what) {
+  using Entry = fusedkd::detail::RankEntry<A>;
+  const int32_t n = static_cast<int32_t>(keys.size());
+  std::vector<Entry> buf(2 * keys.size());
+  for (int32_t i = 0; i < n; ++i) buf[i] = {fusedkd::detail::rank_bits(keys[i]), i};
+  std::vector<Entry> want(buf.begin(), buf.begin() + n);
+  std::stable_sort(want.begin(), want.end(),
+                   [](const Entry& a, const Entry& b) { return a.key < b.key; });
+  const Entry* got = fusedkd::detail::radix_sort(buf.data(), buf.data() + n, n);
+  for (int32_t p = 0; p < n; ++p) {
+    ASSERT_EQ(got[p].index, want[p].index) << what << ", position " << p;
+    if (p == 0) continue;
+    const A prev = keys[got[p - 1].index], cur = keys[got[p].index];
+    if (std::isnan(prev)) {
+      ASSERT_TRUE(std::isnan(cur)) << what << ": NaN before a number at position " << p;
+    } else if (!std::isnan(cur)) {
+      ASSERT_GE(prev, cur) << what << ", position " << p;
+      if (prev == cur) ASSERT_LT(got[p - 1].index, got[p].index) << what << ": a tie out of order";
+    }
+  }
+}
+
+template <typename A>
+void check_rank_sorts() {
+  using Bits = fusedkd::detail::RankBits<A>;
+  std::mt19937_64 gen(17);
+  std::normal_distribution<A> normal(A(0), A(3));
+  std::uniform_real_distribution<A> unit(A(0), A(1));
+  for (int n : {1, 2, 3, 1000, 5000}) {
+    const std::string at = " (n " + std::to_string(n) + ")";
+    std::vector<A> k(static_cast<size_t>(n));
+    std::fill(k.begin(), k.end(), A(1.5));
+    check_rank_sort(k, "all equal" + at);
+    for (int i = 0; i < n; ++i) k[i] = i % 3 == 0 ? A(-2) : A(7);
+    check_rank_sort(k, "two values" + at);
+    for (A& v : k) v = A(1) + A(0.9) * unit(gen);
+    check_rank_sort(k, "one binade" + at);
+    for (A& v : k) v = normal(gen);
+    check_rank_sort(k, "normal" + at);
+    for (int i = 0; i < n; ++i) k[i] = k[i / 2];  // runs of ties
+    k[0] = A(0);
+    if (n > 1) k[n - 1] = -A(0);
+    if (n > 5) {
+      k[1] = std::numeric_limits<A>::infinity();
+      k[2] = -std::numeric_limits<A>::infinity();
+      k[3] = std::numeric_limits<A>::quiet_NaN();
+      k[n / 2] = std::numeric_limits<A>::quiet_NaN();
+    }
+    check_rank_sort(k, "ties, zeros, infinities, NaN" + at);
+    for (A& v : k) {  // every bit pattern, so every pass
+      const Bits b = static_cast<Bits>(gen());
+      std::memcpy(&v, &b, sizeof v);
+    }
+    check_rank_sort(k, "random bits" + at);
+  }
+}
+
+TEST(HostMath, RankSortMatchesStableSort) {
+  check_rank_sorts<float>();
+  check_rank_sorts<double>();
 }
 
 }  // namespace

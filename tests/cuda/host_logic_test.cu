@@ -18,10 +18,10 @@ namespace {
 
 namespace cd = fusedkd::cuda_detail;
 
-/// The CPU backend's order: RankEntry keys ascending, ties by index (its radix sort is stable).
+/// The CPU backend's order: rank_bits ascending, ties by index (its radix sort is stable).
 std::vector<int32_t> cpu_order(const std::vector<float>& r) {
   std::vector<fusedkd::detail::RankEntry<float>> e;
-  for (size_t i = 0; i < r.size(); ++i) e.push_back(fusedkd::detail::RankEntry<float>::make(r[i], static_cast<int32_t>(i)));
+  for (size_t i = 0; i < r.size(); ++i) e.push_back({fusedkd::detail::rank_bits(r[i]), static_cast<int32_t>(i)});
   std::stable_sort(e.begin(), e.end(), [](const auto& a, const auto& b) { return a.key < b.key; });
   std::vector<int32_t> out;
   for (const auto& x : e) out.push_back(x.index);

@@ -1,7 +1,7 @@
 // fusedkd/detail/core.hpp — the per-row math shared by the CPU backend and the CUDA kernels.
 //
 // Everything here works on one row of logits and is marked FUSEDKD_HD (host+device under nvcc,
-// plain `inline` under a C++ compiler). A backend streams a row's elements through
+// always-inline under a C++ compiler). A backend streams a row's elements through
 // `SplitStats::add` (any order, any split: partial stats `merge`), turns the stats into log-prob
 // functions (`LogProb`), and then calls a loss's `Row::element` once per element to get the
 // gradient and the element's share of the row loss. The backends differ only in how they loop.
@@ -12,25 +12,36 @@
 #include <cstring>
 #include <type_traits>
 
+// FUSEDKD_INLINE: always inlined by GCC and Clang. The CPU backend's row loops are compiled
+// for two targets (see FUSEDKD_CPU_CLONES), and GCC inlines a plain `inline` helper into a
+// clone of another target only when its size heuristics agree; a helper left out of line is a
+// scalar call per element and the loop does not vectorize.
+#if defined(__GNUC__) || defined(__clang__)
+#define FUSEDKD_INLINE inline __attribute__((always_inline))
+#else
+#define FUSEDKD_INLINE inline
+#endif
+
 #if defined(__CUDACC__)
 #define FUSEDKD_HD __host__ __device__ __forceinline__
 #else
-#define FUSEDKD_HD inline
+#define FUSEDKD_HD FUSEDKD_INLINE
 #endif
 
 namespace fusedkd {
 namespace detail {
 
-/// exp(r) for |r| <= ln2 / 2: Cephes' expf polynomial. F is float or a vector of floats
-/// (the CPU backend's four-lane sum of exponentials uses the same one).
+/// y = exp(r) for |r| <= ln2 / 2: Cephes' expf polynomial. F is float or a vector of floats
+/// (the CPU backend's eight-lane sum of exponentials uses the same one); by reference, because
+/// passing an eight-float vector by value is an ABI change GCC warns about without AVX.
 template <typename F>
-inline F exp_reduced(F r) {
+FUSEDKD_INLINE void exp_reduced(const F& r, F& y) {
   F p = r * 1.9875691500e-4f + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  return p * (r * r) + r + 1.0f;
+  y = p * (r * r) + r + 1.0f;
 }
 
 #if defined(__CUDA_ARCH__)
@@ -40,7 +51,7 @@ FUSEDKD_HD float fk_exp(float x) { return ::expf(x); }
 /// relative error 8e-8 (checked in the tests). It has no calls and no branches; its clamps are
 /// bit masks on integers, because float compares block GCC's vectorizer: so the CPU backend's
 /// loops vectorize. exp(x) = 0 for x <= -88 (and -inf), NaN stays NaN, saturates at 1.65e38.
-inline float fk_exp(float x) {
+FUSEDKD_INLINE float fk_exp(float x) {
   int32_t xb;
   std::memcpy(&xb, &x, sizeof xb);
   const uint32_t ub = static_cast<uint32_t>(xb);
@@ -53,7 +64,8 @@ inline float fk_exp(float x) {
   const int32_t k = static_cast<int32_t>(xc * 1.44269504088896341f + 128.5f) - 128;  // round
   const float fk = static_cast<float>(k);
   const float r = (xc - fk * 0.693359375f) + fk * 2.12194440e-4f;  // x - k ln2, in two parts
-  const float y = exp_reduced(r);
+  float y;
+  exp_reduced(r, y);
   const uint32_t scale_bits = static_cast<uint32_t>(k + 127) << 23;  // 2^k; 0 for k = -127
   float scale;
   std::memcpy(&scale, &scale_bits, sizeof scale);
@@ -366,9 +378,16 @@ struct UskdRankKey {
     b = A(1) / (A(1) - xt + A(1e-6));
   }
 
-  FUSEDKD_HD A operator()(A z, A w) const {
+  /// The key with the rank mode fixed at compile time (the reference mode needs one
+  /// exponential per element, not two).
+  template <bool Paper>
+  FUSEDKD_HD A eval(A z, A w) const {
     const A log_s = S(z);
-    return fk_exp(W(w)) * a + choose(paper, fk_exp(log_s), log_s) * b;
+    return fk_exp(W(w)) * a + (Paper ? fk_exp(log_s) : log_s) * b;
+  }
+
+  FUSEDKD_HD A operator()(A z, A w) const {
+    return paper ? eval<true>(z, w) : eval<false>(z, w);
   }
 };
 

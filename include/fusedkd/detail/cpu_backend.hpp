@@ -160,7 +160,7 @@ constexpr int32_t kChunk = 1024;
 /// max(m, x[0..n)) in four independent chains (scalar maxss, no loop-carried latency wall).
 /// A NaN may be skipped here; it still reaches the sum of exponentials and propagates there.
 template <typename T, typename A>
-A max_of(const T* x, int32_t n, A m) {
+FUSEDKD_INLINE A max_of(const T* x, int32_t n, A m) {
   A m0 = m, m1 = m, m2 = m, m3 = m;
   int32_t i = 0;
   for (; i + 4 <= n; i += 4) {
@@ -176,63 +176,88 @@ A max_of(const T* x, int32_t n, A m) {
   return m2 > m0 ? m2 : m0;
 }
 
-/// Calls f(lo, hi) for the runs [lo, hi) of [b, e) between the (up to two) target classes.
-template <typename F>
-void for_each_non_target_run(int32_t b, int32_t e, int32_t t1, int32_t t2, F f) {
-  const int32_t cuts[3] = {t1 < t2 ? t1 : t2, t1 < t2 ? t2 : t1, e};  // -1: no target
-  int32_t lo = b;
-  for (const int32_t cut : cuts) {
-    if (cut < lo) continue;
-    const int32_t hi = cut < e ? cut : e;
-    if (hi > lo) f(lo, hi);
-    lo = hi + 1;
-    if (lo >= e) break;
+/// The runs [lo[k], hi[k]) of [b, e) between the (up to two) target classes: at most three.
+struct NonTargetRuns {
+  int32_t lo[3], hi[3];
+  int count = 0;
+
+  FUSEDKD_INLINE NonTargetRuns(int32_t b, int32_t e, int32_t t1, int32_t t2) {
+    const int32_t cuts[3] = {t1 < t2 ? t1 : t2, t1 < t2 ? t2 : t1, e};  // -1: no target
+    int32_t from = b;
+    for (const int32_t cut : cuts) {
+      if (cut < from) continue;
+      const int32_t to = cut < e ? cut : e;
+      if (to > from) {
+        lo[count] = from;
+        hi[count] = to;
+        ++count;
+      }
+      from = to + 1;
+      if (from >= e) break;
+    }
   }
-}
+};
 
 /// sum of exp((x[i] - m) * inv) over [0, n).
 template <typename T, typename A>
-A sum_exp(const T* x, int32_t n, A m, A inv) {
+FUSEDKD_INLINE A sum_exp(const T* x, int32_t n, A m, A inv) {
   A s = A(0);
   for (int32_t i = 0; i < n; ++i) s += fk_exp((A(x[i]) - m) * inv);
   return s;
 }
 
 #if defined(__GNUC__)
-/// The float case, four lanes at a time with GCC/Clang vector types: the statistics pass is the
-/// one loop the auto-vectorizer handled unreliably (inlining and loop splitting left it scalar
-/// in some callers), so it is written out. Same polynomial as fk_exp(float).
-inline float sum_exp(const float* x, int32_t n, float m, float inv) {
-  typedef float f4 __attribute__((vector_size(16)));
-  typedef int32_t i4 __attribute__((vector_size(16)));
-  f4 acc = {0.0f, 0.0f, 0.0f, 0.0f};
+// The float cases of the statistics pass, eight lanes at a time with GCC/Clang vector types (two
+// SSE registers in the baseline build, one AVX register in the x86-64-v3 clone): left to the
+// auto-vectorizer, inlining and loop splitting made these loops scalar in some callers.
+typedef float VecF8 __attribute__((vector_size(32)));
+typedef int32_t VecI8 __attribute__((vector_size(32)));
+typedef uint32_t VecU8 __attribute__((vector_size(32)));
+
+/// max(m, x[0..n)), as above.
+FUSEDKD_INLINE float max_of(const float* x, int32_t n, float m) {
+  VecF8 acc = VecF8{} + m;
   int32_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    f4 v;
+  for (; i + 8 <= n; i += 8) {
+    VecF8 v;
     std::memcpy(&v, x + i, sizeof v);
-    f4 a = (v - m) * inv;
-    i4 bits;
+    acc = v > acc ? v : acc;
+  }
+  for (int k = 0; k < 8; ++k) m = acc[k] > m ? acc[k] : m;
+  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+/// sum of exp((x[i] - m) * inv) over [0, n): the polynomial of fk_exp(float), with its clamps.
+FUSEDKD_INLINE float sum_exp(const float* x, int32_t n, float m, float inv) {
+  VecF8 acc = {};
+  int32_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    VecF8 v;
+    std::memcpy(&v, x + i, sizeof v);
+    VecF8 a = (v - m) * inv;
+    VecI8 bits;
     std::memcpy(&bits, &a, sizeof bits);
-    const i4 nan = ((bits & 0x7fffffff) > 0x7f800000) & 0x7fc00000;  // NaN stays NaN
+    const VecI8 nan = ((bits & 0x7fffffff) > 0x7f800000) & 0x7fc00000;  // NaN stays NaN
     // clamp to [-88, 88] on the bits, as fk_exp does (NaN included: no UB in the conversion)
-    typedef uint32_t u4 __attribute__((vector_size(16)));
-    const i4 below = reinterpret_cast<i4>(reinterpret_cast<u4>(bits) > 0xC2B00000u);
+    const VecI8 below = reinterpret_cast<VecI8>(reinterpret_cast<VecU8>(bits) > 0xC2B00000u);
     bits = (bits & ~below) | (static_cast<int32_t>(0xC2B00000u) & below);
-    const i4 above = bits > 0x42B00000;
+    const VecI8 above = bits > 0x42B00000;
     bits = (bits & ~above) | (0x42B00000 & above);
     std::memcpy(&a, &bits, sizeof a);
-    const f4 t = a * 1.44269504088896341f + 128.5f;
-    const i4 k = __builtin_convertvector(t, i4) - 128;
-    const f4 fk = __builtin_convertvector(k, f4);
-    const f4 r = (a - fk * 0.693359375f) + fk * 2.12194440e-4f;
-    const f4 y = exp_reduced(r);
-    const i4 scale_bits = (k + 127) << 23;
-    f4 scale, nan_or_zero;
+    const VecF8 t = a * 1.44269504088896341f + 128.5f;
+    const VecI8 k = __builtin_convertvector(t, VecI8) - 128;
+    const VecF8 fk = __builtin_convertvector(k, VecF8);
+    const VecF8 r = (a - fk * 0.693359375f) + fk * 2.12194440e-4f;
+    VecF8 y;
+    exp_reduced(r, y);
+    const VecI8 scale_bits = (k + 127) << 23;
+    VecF8 scale, nan_or_zero;
     std::memcpy(&scale, &scale_bits, sizeof scale);
     std::memcpy(&nan_or_zero, &nan, sizeof nan_or_zero);
     acc += y * scale + nan_or_zero;
   }
-  float s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
   for (; i < n; ++i) s += fk_exp((x[i] - m) * inv);
   return s;
 }
@@ -250,17 +275,20 @@ FUSEDKD_CPU_CLONES SplitStats<A> row_stats(const T* x, int32_t c, const RowTarge
   SplitStats<A> st;
   for (int32_t b = 0; b < c; b += kChunk) {
     const int32_t e = c - b > kChunk ? b + kChunk : c;
+    // Plain loops over the runs, not callbacks: a lambda is a function of the default target,
+    // and would stay out of line (and 4-lane) in the x86-64-v3 clone.
+    const NonTargetRuns runs(b, e, t1, t2);
+    if (runs.count == 0) continue;  // a chunk of only targets adds nothing
     SplitStats<A> part;
-    bool any = false;
-    for_each_non_target_run(b, e, t1, t2, [&](int32_t lo, int32_t hi) {
-      part.m = max_of(x + lo, hi - lo, part.m);
-      any = true;
-    });
-    if (!any) continue;  // a chunk of only targets adds nothing
-    for_each_non_target_run(b, e, t1, t2, [&](int32_t lo, int32_t hi) {
-      if (unit || !two) part.s1 += sum_exp(x + lo, hi - lo, part.m, A(1));
-      if (two) part.st += sum_exp(x + lo, hi - lo, part.m, inv);
-    });
+    for (int k = 0; k < runs.count; ++k) {
+      part.m = max_of(x + runs.lo[k], runs.hi[k] - runs.lo[k], part.m);
+    }
+    for (int k = 0; k < runs.count; ++k) {
+      const T* xk = x + runs.lo[k];
+      const int32_t nk = runs.hi[k] - runs.lo[k];
+      if (unit || !two) part.s1 += sum_exp(xk, nk, part.m, A(1));
+      if (two) part.st += sum_exp(xk, nk, part.m, inv);
+    }
     st.merge(part, inv, two);
   }
   if (t1 >= 0) st.x1 = A(x[t1]);

@@ -22,46 +22,83 @@
 namespace fusedkd {
 namespace detail {
 
-/// A rank-sort entry: the key as unsigned bits whose ascending order is the key's descending
-/// order, and the class index.
+/// The sort key of a rank value: unsigned bits whose ascending order is the value's descending
+/// order. -0 and +0 get the same bits; NaN sorts last.
+template <typename A>
+using RankBits = typename std::conditional<sizeof(A) == 4, uint32_t, uint64_t>::type;
+
+template <typename A>
+FUSEDKD_INLINE RankBits<A> rank_bits(A k) {
+  using Bits = RankBits<A>;
+  k += A(0);  // -0 becomes +0
+  Bits b;
+  std::memcpy(&b, &k, sizeof b);
+  const Bits sign = Bits(1) << (8 * sizeof(Bits) - 1);
+  const Bits ascending = b ^ (static_cast<Bits>(Bits(0) - (b >> (8 * sizeof(Bits) - 1))) | sign);
+  const Bits inf = sizeof(A) == 4 ? Bits(0x7f800000u) : Bits(0x7ff0000000000000ull);
+  const Bits nan = Bits(0) - static_cast<Bits>((b & ~sign) > inf);  // all ones for NaN
+  return static_cast<Bits>(~ascending | nan);
+}
+
+/// A rank-sort entry: a class index and its rank_bits.
 template <typename A>
 struct RankEntry {
-  using Bits = typename std::conditional<sizeof(A) == 4, uint32_t, uint64_t>::type;
-  Bits key;
+  RankBits<A> key;
   int32_t index;
-
-  static RankEntry make(A k, int32_t index) {
-    k += A(0);  // -0 becomes +0, which compares equal
-    Bits b;
-    std::memcpy(&b, &k, sizeof b);
-    const Bits sign = Bits(1) << (8 * sizeof(Bits) - 1);
-    const Bits ascending = b ^ (static_cast<Bits>(Bits(0) - (b >> (8 * sizeof(Bits) - 1))) | sign);
-    const Bits inf = sizeof(A) == 4 ? Bits(0x7f800000u) : Bits(0x7ff0000000000000ull);
-    const Bits nan = Bits(0) - static_cast<Bits>((b & ~sign) > inf);  // all ones for NaN
-    return {static_cast<Bits>(~ascending | nan), index};               // NaN sorts last
-  }
 };
 
-/// Stable LSD radix sort by key, 11 bits per pass (3 passes for float keys; passes where every
-/// key has the same digit are skipped). Entries come in by class index, so ties keep the lower
-/// index first. Returns the buffer, `a` or `tmp`, that holds the result.
+/// Stable LSD radix sort of `a` by key. The keys are sorted as offsets from the smallest, so
+/// only the bits where they differ take passes: w significant bits take ceil(w / 11) passes of
+/// equal digits (a row of keys within a few binades, the usual case for float keys: three passes
+/// of 9 bits, whose 512 counters cost less to sum than 2048). One read of the keys counts every
+/// pass's digits; a pass where all keys share the digit is skipped. Entries come in by class
+/// index, so ties keep the lower index first. Returns the buffer, `a` or `tmp`, that holds the
+/// result.
 template <typename A>
 RankEntry<A>* radix_sort(RankEntry<A>* a, RankEntry<A>* tmp, int32_t n) {
-  constexpr unsigned kBits = 11, kBuckets = 1u << kBits;
-  for (unsigned shift = 0; shift < 8 * sizeof(a->key); shift += kBits) {
-    int32_t count[kBuckets] = {};
-    for (int32_t i = 0; i < n; ++i) ++count[(a[i].key >> shift) & (kBuckets - 1)];
-    if (count[(a[0].key >> shift) & (kBuckets - 1)] == n) continue;
+  using Bits = RankBits<A>;
+  constexpr unsigned kKeyBits = 8 * sizeof(Bits), kMaxDigit = 11;
+  constexpr unsigned kMaxPasses = (kKeyBits + kMaxDigit - 1) / kMaxDigit;
+  Bits lo = a[0].key, hi = a[0].key;
+  for (int32_t i = 1; i < n; ++i) {
+    lo = a[i].key < lo ? a[i].key : lo;
+    hi = a[i].key > hi ? a[i].key : hi;
+  }
+  unsigned width = 0;  // significant bits of hi - lo
+  while (width < kKeyBits && ((hi - lo) >> width) != 0) ++width;
+  if (width == 0) return a;  // all keys equal: class order
+  const unsigned passes = (width + kMaxDigit - 1) / kMaxDigit;
+  const unsigned digit = (width + passes - 1) / passes, buckets = 1u << digit;
+  const Bits mask = static_cast<Bits>(buckets - 1);
+
+  int32_t count[kMaxPasses][1u << kMaxDigit];
+  for (unsigned p = 0; p < passes; ++p) std::fill(count[p], count[p] + buckets, 0);
+  for (int32_t i = 0; i < n; ++i) {
+    const Bits k = a[i].key - lo;
+    for (unsigned p = 0; p < passes; ++p) ++count[p][(k >> (p * digit)) & mask];
+  }
+  for (unsigned p = 0; p < passes; ++p) {
+    const unsigned shift = p * digit;
+    int32_t* slot = count[p];
+    if (slot[((a[0].key - lo) >> shift) & mask] == n) continue;
     int32_t sum = 0;
-    for (unsigned b = 0; b < kBuckets; ++b) {
-      const int32_t k = count[b];
-      count[b] = sum;  // now the bucket's first slot
+    for (unsigned b = 0; b < buckets; ++b) {
+      const int32_t k = slot[b];
+      slot[b] = sum;  // now the bucket's first slot
       sum += k;
     }
-    for (int32_t i = 0; i < n; ++i) tmp[count[(a[i].key >> shift) & (kBuckets - 1)]++] = a[i];
+    for (int32_t i = 0; i < n; ++i) tmp[slot[((a[i].key - lo) >> shift) & mask]++] = a[i];
     std::swap(a, tmp);
   }
   return a;
+}
+
+template <bool Paper, typename T, typename A>
+FUSEDKD_INLINE void rank_entries(const T* z, const T* w, int32_t c, const UskdRankKey<A>& key,
+                                 RankEntry<A>* ord) {
+  for (int32_t i = 0; i < c; ++i) {
+    ord[i] = {rank_bits(key.template eval<Paper>(A(z[i]), A(w[i]))), i};
+  }
 }
 
 /// rank[i] = 1-based position of class i when all classes are sorted by their rank key,
@@ -69,7 +106,11 @@ RankEntry<A>* radix_sort(RankEntry<A>* a, RankEntry<A>* tmp, int32_t n) {
 template <typename T, typename A>
 FUSEDKD_CPU_CLONES void zipf_ranks(const T* z, const T* w, int32_t c, const UskdRankKey<A>& key,
                                    RankEntry<A>* ord, int32_t* rank) {
-  for (int32_t i = 0; i < c; ++i) ord[i] = RankEntry<A>::make(key(A(z[i]), A(w[i])), i);
+  if (key.paper) {
+    rank_entries<true>(z, w, c, key, ord);
+  } else {
+    rank_entries<false>(z, w, c, key, ord);
+  }
   const RankEntry<A>* sorted = radix_sort(ord, ord + c, c);
   for (int32_t p = 0; p < c; ++p) rank[sorted[p].index] = p + 1;
 }
