@@ -13,14 +13,20 @@
 #    ../shared/conformance/cases, third_party/shared-cases and tests/conformance/cases that exist);
 # 4. runs compute-sanitizer memcheck, racecheck, initcheck and synccheck on fusedkd_cuda_sweep, a
 #    small shape sweep that reaches every kernel;
-# 5. prints a short timing table (ms, GB/s, fraction of the copy bandwidth).
+# 5. prints a short timing table (ms, GB/s, fraction of the copy bandwidth);
+# 6. runs the GPU benchmark set, `scripts/bench.sh --gpu-only` (fused against the unfused CUDA
+#    path, the shapes, fp32 and bf16), with its JSON, table and plot written under
+#    $OUT/benchmarks (copy them into docs/benchmarks/). Needs Google Benchmark: the machine's, or
+#    third_party/benchmark from prepare-gpu-carry.sh.
 #
 # Logs go to $OUT when it is set (the device tool's output folder), else build-gpu/logs; the
 # last lines of stdout are a summary, one PASS/FAIL line per step. Exit status 0 when every step
-# passed. Meant to finish in under 8 minutes (each step has a time limit).
+# passed. Meant to finish in under 8 minutes without step 6, and 12 with it (each step has a time
+# limit; GPU_CHECK_SKIP=bench leaves it out).
 #
 # Environment: BUILD_DIR (default build-gpu), JOBS (default nproc), CUDA_ARCH (default native),
-# GPU_CHECK_SKIP (space-separated steps to skip: build tests conformance sanitizers timing),
+# GPU_CHECK_SKIP (space-separated steps to skip: build tests conformance sanitizers timing bench),
+# GPU_CHECK_BENCH_ARGS (arguments of the benchmark step, default --quick: 2 repetitions),
 # GPU_CHECK_TORCH=1 (also build and run fusedkd_cuda_reference_tests against the LibTorch of the
 # machine's python3 torch; off by default: a CUDA LibTorch makes the configure slow and fragile).
 set -uo pipefail
@@ -157,6 +163,18 @@ if ! skipped timing; then
   st=$?
   cat "$logs/timing.txt"
   result timing $st "(log timing.txt)"
+fi
+
+# ---- 6. the GPU benchmark set ----------------------------------------------------------------------
+if ! skipped bench; then
+  start=$(date +%s)
+  # shellcheck disable=SC2086
+  FUSEDKD_BENCH_BUILD="$build-bench" FUSEDKD_BENCH_OUT="$logs/benchmarks" FUSEDKD_BENCH_TORCH=0 \
+    JOBS="$jobs" CMAKE_ARGS="-DCMAKE_CUDA_COMPILER=$nvcc_bin -DCMAKE_CUDA_ARCHITECTURES=$arch" \
+    timeout 420 "$root/scripts/bench.sh" --gpu-only ${GPU_CHECK_BENCH_ARGS:---quick} \
+    > "$logs/bench.log" 2>&1
+  st=$?
+  result bench $st "($(( $(date +%s) - start ))s, log bench.log, tables in benchmarks/)"
 fi
 
 echo

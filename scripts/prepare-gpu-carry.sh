@@ -6,6 +6,8 @@
 #   third_party/nlohmann_json/    a CMake prefix: include/nlohmann/ and a minimal package config
 #   third_party/shared-cases/     a copy of ../shared/conformance/cases, when it exists (the
 #                                 folder beside the checkout does not travel with the tree)
+#   third_party/benchmark/        Google Benchmark (headers, shared library, package config), for
+#                                 gpu-check's benchmark step (scripts/bench.sh --prepare-carry)
 #
 # Run it here, then carry `third_party` with the working tree (about 5 MB).
 # Environment: GTEST_SRC (default /usr/src/googletest), JSON_INCLUDE (default /usr/include).
@@ -64,5 +66,8 @@ rm -rf "$tp/shared-cases"
 if [[ -d $shared_cases ]]; then
   cp -r "$shared_cases" "$tp/shared-cases"
   echo "third_party/shared-cases    <- $(cd "$shared_cases" && pwd)"
+fi
+if ! "$root/scripts/bench.sh" --prepare-carry; then
+  echo "prepare-gpu-carry: no Google Benchmark here: gpu-check will skip its benchmark step" >&2
 fi
 du -sh "$tp" | sed 's/^/third_party: /'
