@@ -133,9 +133,11 @@ void zero_row(T* g, int64_t c) {
 // On x86-64 Linux with GCC, the row functions are compiled twice, for the baseline and for
 // x86-64-v3 (AVX2 + FMA), and the loader picks one for the CPU it runs on (target_clones): a
 // header-only library cannot rely on its users' -march. Off under sanitizers and nvcc, or with
-// FUSEDKD_NO_CPU_DISPATCH.
+// FUSEDKD_NO_CPU_DISPATCH. Everything a row function calls per element or per run must be
+// FUSEDKD_INLINE (no lambdas): GCC inlines other helpers into a clone only when its heuristics
+// agree, and one left out of line runs as baseline code.
 // A build that already targets AVX2 (-march=native, -mavx2) needs no clone, and must not get
-// one: GCC does not inline the per-element helpers into a clone of another target.
+// one: GCC does not inline helpers compiled for a wider target into the x86-64-v3 clone.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__ELF__) && \
     !defined(__AVX2__) && !defined(__CUDACC__) && !defined(__SANITIZE_ADDRESS__) &&       \
     !defined(FUSEDKD_NO_CPU_DISPATCH)
@@ -276,7 +278,7 @@ FUSEDKD_CPU_CLONES SplitStats<A> row_stats(const T* x, int32_t c, const RowTarge
   for (int32_t b = 0; b < c; b += kChunk) {
     const int32_t e = c - b > kChunk ? b + kChunk : c;
     // Plain loops over the runs, not callbacks: a lambda is a function of the default target,
-    // and would stay out of line (and 4-lane) in the x86-64-v3 clone.
+    // and would stay out of line (and baseline SSE code) in the x86-64-v3 clone.
     const NonTargetRuns runs(b, e, t1, t2);
     if (runs.count == 0) continue;  // a chunk of only targets adds nothing
     SplitStats<A> part;
