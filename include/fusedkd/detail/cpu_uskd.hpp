@@ -93,6 +93,7 @@ RankEntry<A>* radix_sort(RankEntry<A>* a, RankEntry<A>* tmp, int32_t n) {
   return a;
 }
 
+/// ord[i] = class i's rank entry, the rank mode fixed at compile time (one vector loop each).
 template <bool Paper, typename T, typename A>
 FUSEDKD_INLINE void rank_entries(const T* z, const T* w, int32_t c, const UskdRankKey<A>& key,
                                  RankEntry<A>* ord) {
