@@ -40,10 +40,8 @@ Status check_output(const Matrix<T>& m, int64_t n, int64_t c) {
   return Status::kSuccess;
 }
 
-inline bool finite_number(double x) { return std::isfinite(x); }
-
 inline Status check_common(const CommonOptions& o, const Labels& labels, bool labels_optional) {
-  if (!finite_number(o.grad_scale) || !finite_number(o.ce_weight)) return Status::kInvalidOption;
+  if (!std::isfinite(o.grad_scale) || !std::isfinite(o.ce_weight)) return Status::kInvalidOption;
   if (labels.kind == Labels::Kind::kNone) {
     return labels_optional && o.ce_weight == 0.0 ? Status::kSuccess : Status::kNullPointer;
   }
@@ -68,7 +66,9 @@ Status find_targets(const Labels& labels, int64_t n, int64_t c, int64_t ignore_i
       const int64_t ld = labels.stride > 0 ? labels.stride : c;
       const float* y = static_cast<const float*>(labels.data) + r * ld;
       int32_t b1 = 0, b2 = -1;
+      A ysum = A(y[0]);
       for (int32_t i = 1; i < c; ++i) {
+        ysum += A(y[i]);
         if (y[i] > y[b1]) {
           b2 = b1;
           b1 = i;
@@ -83,8 +83,6 @@ Status find_targets(const Labels& labels, int64_t n, int64_t c, int64_t ignore_i
         tg.t2 = b2;
         tg.v2 = A(y[b2]);
       }
-      A ysum = A(0);
-      for (int64_t i = 0; i < c; ++i) ysum += A(y[i]);
       tg.ysum = ysum;
     } else {
       const int64_t label = labels.kind == Labels::Kind::kIndex32
@@ -269,7 +267,8 @@ FUSEDKD_INLINE float sum_exp(const float* x, int32_t n, float m, float inv) {
 /// its sums of exponentials (vector loops), folded into the running stats: an online softmax at
 /// chunk granularity that reads the row from memory once. The loops run over the runs between
 /// the targets, so they carry no per-element target test.
-/// `unit`: whether the scale-1 sum is wanted (KD and DKD without cross-entropy need only 1/T).
+/// `unit`: whether the scale-1 sum is wanted (KD and DKD read only the 1/T sums, but for their
+/// student's cross-entropy).
 template <typename T, typename A>
 FUSEDKD_CPU_CLONES SplitStats<A> row_stats(const T* x, int32_t c, const RowTargets<A>& tg, A inv, bool two,
                         bool unit = true) {
@@ -322,12 +321,13 @@ Status check_pair(const Matrix<const T>& z, const Matrix<const T>& v, const Labe
 /// One row of a teacher loss: statistics of both rows, then one pass that writes the gradient
 /// (when `g` is not null) and sums the loss terms, per chunk in A (vectorized) and across chunks
 /// in double (a float sum over a 128k-class row would lose digits). Returns the row loss.
+/// `unit`: whether the student's and the teacher's scale-1 sums are wanted (see row_stats).
 template <typename T, typename A, typename MakeRow>
 FUSEDKD_CPU_CLONES double pair_row(const T* z, const T* v, T* g, int32_t c,
-                                   const RowTargets<A>& tg, A inv, bool two, bool unit_scale,
+                                   const RowTargets<A>& tg, A inv, bool two, const bool unit[2],
                                    A factor, const MakeRow& make_row) {
-  const auto row = make_row(row_stats(z, c, tg, inv, two, unit_scale),
-                            row_stats(v, c, tg, inv, two, unit_scale), tg);
+  const auto row = make_row(row_stats(z, c, tg, inv, two, unit[0]),
+                            row_stats(v, c, tg, inv, two, unit[1]), tg);
   double total = 0.0;
   for (int32_t b = 0; b < c; b += kChunk) {
     const int32_t e = c - b > kChunk ? b + kChunk : c;
@@ -348,11 +348,14 @@ FUSEDKD_CPU_CLONES double pair_row(const T* z, const T* v, T* g, int32_t c,
 }
 
 /// Runs a teacher loss (NKD, KD, DKD): `make_row(zs, vs, tg)` builds the loss's Row from the
-/// student and teacher statistics, gathered at scale `inv` (1 / temperature).
+/// student and teacher statistics, gathered at scale `inv` (1 / temperature), and at scale 1
+/// where the Row reads it: the student's with `student_unit`, the teacher's with
+/// `teacher_unit`.
 template <typename T, typename MakeRow>
 Status run_pair_loss(Matrix<const T> z, Matrix<const T> v, Labels labels,
                      const CommonOptions& o, double inv_temperature, bool labels_optional,
-                     bool unit_scale, acc_t<T>* loss, Matrix<T> grad, MakeRow make_row) {
+                     bool student_unit, bool teacher_unit, acc_t<T>* loss, Matrix<T> grad,
+                     MakeRow make_row) {
   using A = acc_t<T>;
   Status s = check_pair(z, v, labels, o, loss, grad, labels_optional);
   if (s != Status::kSuccess) return s;
@@ -366,6 +369,7 @@ Status run_pair_loss(Matrix<const T> z, Matrix<const T> v, Labels labels,
 
   const A inv = A(inv_temperature);
   const bool two = inv != A(1);
+  const bool unit[2] = {student_unit, teacher_unit};
   const A factor = A(gradient_factor(o, active));
 FUSEDKD_PARALLEL_ROWS(n * c)
   for (int64_t r = 0; r < n; ++r) {
@@ -378,7 +382,7 @@ FUSEDKD_PARALLEL_ROWS(n * c)
       zero_row(gr, c);
       continue;
     }
-    row_loss[r] = pair_row(zr, vr, gr, static_cast<int32_t>(c), tg, inv, two, unit_scale, factor,
+    row_loss[r] = pair_row(zr, vr, gr, static_cast<int32_t>(c), tg, inv, two, unit, factor,
                            make_row);
   }
   write_loss(o, row_loss.get(), n, active, loss);

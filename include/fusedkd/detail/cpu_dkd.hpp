@@ -14,7 +14,7 @@ Status dkd_cpu(Matrix<const T> z, Matrix<const T> v, Labels labels, const DkdOpt
     return Status::kInvalidOption;
   }
   const A inv = A(1.0 / o.temperature), alpha = A(o.alpha), beta = A(o.beta), ce = A(o.ce_weight);
-  return run_pair_loss(z, v, labels, o, 1.0 / o.temperature, false, o.ce_weight != 0.0,
+  return run_pair_loss(z, v, labels, o, 1.0 / o.temperature, false, o.ce_weight != 0.0, false,
                        loss, grad,
                        [=](const SplitStats<A>& zs, const SplitStats<A>& vs,
                            const RowTargets<A>& tg) { return DkdRow<A>(zs, vs, tg, inv, alpha, beta, ce); });

@@ -12,7 +12,7 @@ Status kd_cpu(Matrix<const T> z, Matrix<const T> v, Labels labels, const KdOptio
   using A = acc_t<T>;
   if (!valid_temperature(o.temperature) || !std::isfinite(o.weight)) return Status::kInvalidOption;
   const A inv = A(1.0 / o.temperature), weight = A(o.weight), ce = A(o.ce_weight);
-  return run_pair_loss(z, v, labels, o, 1.0 / o.temperature, true, o.ce_weight != 0.0, loss, grad,
+  return run_pair_loss(z, v, labels, o, 1.0 / o.temperature, true, o.ce_weight != 0.0, false, loss, grad,
                        [=](const SplitStats<A>& zs, const SplitStats<A>& vs,
                            const RowTargets<A>& tg) { return KdRow<A>(zs, vs, tg, inv, weight, ce); });
 }

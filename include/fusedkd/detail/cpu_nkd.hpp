@@ -12,7 +12,7 @@ Status nkd_cpu(Matrix<const T> z, Matrix<const T> v, Labels labels, const NkdOpt
   using A = acc_t<T>;
   if (!valid_temperature(o.temperature) || !std::isfinite(o.gamma)) return Status::kInvalidOption;
   const A inv = A(1.0 / o.temperature), gamma = A(o.gamma), ce = A(o.ce_weight);
-  return run_pair_loss(z, v, labels, o, 1.0 / o.temperature, false, true, loss, grad,
+  return run_pair_loss(z, v, labels, o, 1.0 / o.temperature, false, true, true, loss, grad,
                        [=](const SplitStats<A>& zs, const SplitStats<A>& vs,
                            const RowTargets<A>& tg) { return NkdRow<A>(zs, vs, tg, inv, gamma, ce); });
 }
