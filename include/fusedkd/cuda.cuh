@@ -197,8 +197,6 @@ inline Status prepass(const LabelArgs& labels, int64_t n, int64_t c, Header* hea
   return read_status(header, stream);
 }
 
-inline bool too_large(int64_t n, int64_t c) { return n > INT32_MAX || c > INT32_MAX; }
-
 /// A teacher loss (NKD, KD, DKD) after its options have been checked.
 template <class F, typename T>
 Status run_pair(Matrix<const T> z, Matrix<const T> v, const Labels& labels, const CommonOptions& o,
@@ -207,7 +205,7 @@ Status run_pair(Matrix<const T> z, Matrix<const T> v, const Labels& labels, cons
   Status s = fusedkd::detail::check_pair(z, v, labels, o, loss, g, labels_optional);
   if (s != Status::kSuccess) return s;
   const int64_t n = z.rows, c = z.cols;
-  if (too_large(n, c)) return Status::kNotSupported;
+  if (n > INT32_MAX) return Status::kNotSupported;  // (C: check_pair)
   if (workspace_bytes < pair_workspace_size(n)) return Status::kWorkspaceTooSmall;
   if (workspace == nullptr) return Status::kNullPointer;
 
@@ -241,7 +239,7 @@ Status run_pair(Matrix<const T> z, Matrix<const T> v, const Labels& labels, cons
 template <typename T>
 Status nkd(Matrix<const T> z, Matrix<const T> v, const Labels& labels, const NkdOptions& o, float* loss,
            Matrix<T> g, void* ws, size_t ws_bytes, cudaStream_t stream, Validation validation) {
-  if (!fusedkd::detail::valid_temperature(o.temperature) || !std::isfinite(o.gamma)) return Status::kInvalidOption;
+  if (!fusedkd::detail::valid_options(o)) return Status::kInvalidOption;
   const cuda_detail::NkdFamily f{static_cast<float>(1.0 / o.temperature), static_cast<float>(o.gamma),
                                  static_cast<float>(o.ce_weight)};
   return run_pair(z, v, labels, o, false, f, loss, g, ws, ws_bytes, stream, validation);
@@ -250,7 +248,7 @@ Status nkd(Matrix<const T> z, Matrix<const T> v, const Labels& labels, const Nkd
 template <typename T>
 Status kd(Matrix<const T> z, Matrix<const T> v, const Labels& labels, const KdOptions& o, float* loss,
           Matrix<T> g, void* ws, size_t ws_bytes, cudaStream_t stream, Validation validation) {
-  if (!fusedkd::detail::valid_temperature(o.temperature) || !std::isfinite(o.weight)) return Status::kInvalidOption;
+  if (!fusedkd::detail::valid_options(o)) return Status::kInvalidOption;
   const cuda_detail::KdFamily f{static_cast<float>(1.0 / o.temperature), static_cast<float>(o.weight),
                                 static_cast<float>(o.ce_weight)};
   return run_pair(z, v, labels, o, true, f, loss, g, ws, ws_bytes, stream, validation);
@@ -259,9 +257,7 @@ Status kd(Matrix<const T> z, Matrix<const T> v, const Labels& labels, const KdOp
 template <typename T>
 Status dkd(Matrix<const T> z, Matrix<const T> v, const Labels& labels, const DkdOptions& o, float* loss,
            Matrix<T> g, void* ws, size_t ws_bytes, cudaStream_t stream, Validation validation) {
-  if (!fusedkd::detail::valid_temperature(o.temperature) || !std::isfinite(o.alpha) || !std::isfinite(o.beta)) {
-    return Status::kInvalidOption;
-  }
+  if (!fusedkd::detail::valid_options(o)) return Status::kInvalidOption;
   const cuda_detail::DkdFamily f{static_cast<float>(1.0 / o.temperature), static_cast<float>(o.alpha),
                                  static_cast<float>(o.beta), static_cast<float>(o.ce_weight)};
   return run_pair(z, v, labels, o, false, f, loss, g, ws, ws_bytes, stream, validation);
@@ -271,18 +267,9 @@ template <typename T>
 Status uskd(Matrix<const T> z, Matrix<const T> w, const Labels& labels, const UskdOptions& o, float* loss,
             Matrix<T> gz, Matrix<T> gw, void* ws, size_t ws_bytes, cudaStream_t stream, Validation validation) {
   const int64_t n = z.rows, c = z.cols;
-  if (!std::isfinite(o.alpha) || !std::isfinite(o.beta) || !std::isfinite(o.mu) ||
-      !(o.smoothing >= 0.0 && o.smoothing <= 1.0) ||
-      (o.rank != UskdRank::kReference && o.rank != UskdRank::kPaper)) {
-    return Status::kInvalidOption;
-  }
-  Status s = fusedkd::detail::check_pair(z, w, labels, o, loss, gz, false);
-  if (s == Status::kSuccess) s = fusedkd::detail::check_output(gw, n, c);
+  Status s = fusedkd::detail::check_uskd(z, w, labels, o, loss, gz, gw);
   if (s != Status::kSuccess) return s;
-  if ((gz.data == nullptr) != (gw.data == nullptr) && n > 0) return Status::kNullPointer;
-  const bool soft = labels.is_soft();
-  if (soft && c < 3) return Status::kTooFewClasses;
-  if (too_large(n, c)) return Status::kNotSupported;
+  if (n > INT32_MAX) return Status::kNotSupported;  // (C: check_pair)
   const cuda_detail::UskdLayout l = cuda_detail::uskd_layout(ws, n, c);
   if (ws_bytes < l.bytes) return Status::kWorkspaceTooSmall;
   if (ws == nullptr) return Status::kNullPointer;

@@ -399,6 +399,21 @@ FUSEDKD_HD A harmonic(int64_t n) {
   return h;
 }
 
+/// S_tk^2 for the row's target classes (sq2 = 0 without a second target): USKD's soft target
+/// before the batch mean of the same squares is subtracted.
+template <typename A>
+FUSEDKD_HD void uskd_target_squares(const SplitStats<A>& zs, const RowTargets<A>& tg, A& sq1,
+                                    A& sq2) {
+  const LogProb<A> S = zs.full(A(1), false, tg);
+  const A s1 = fk_exp(S(zs.x1));
+  sq1 = s1 * s1;
+  sq2 = A(0);
+  if (tg.t2 >= 0) {
+    const A s2 = fk_exp(S(zs.x2));
+    sq2 = s2 * s2;
+  }
+}
+
 template <typename A>
 struct UskdRow {
   LogProb<A> S, Shat, W;
@@ -411,13 +426,18 @@ struct UskdRow {
   A log_s1, log_s2;
   RowTargets<A> tg;
 
-  /// `p1`, `p2`: P_k = S_tk^2 + V_k - mean_batch(S_tk^2), already zeroed where V_k = 0.
-  /// `zipf_targets`: 1/r_t1 (+ 1/r_t2) for the target classes' ranks; `h`: harmonic(C).
-  /// `ysum`: the sum of the label row (1 for hard labels).
+  /// `sq1`, `sq2`: the row's S_tk^2 (uskd_target_squares); `mean1`, `mean2`: their batch means;
+  /// `rank1`, `rank2`: the target classes' 1-based Zipf ranks (rank2 unused without a second
+  /// target); `h`: harmonic(C).
   FUSEDKD_HD UskdRow(const SplitStats<A>& zs, const SplitStats<A>& ws, const RowTargets<A>& tg_,
-                     A p1_, A p2_, A zipf_targets, A h, int64_t c, A alpha_, A beta_, A mu_,
-                     A eps, A ce_, A ysum)
-      : p1(p1_), p2(p2_), alpha(alpha_), beta(beta_), mu(mu_), ce(ce_), tg(tg_) {
+                     A sq1, A sq2, A mean1, A mean2, int32_t rank1, int32_t rank2, A h, int64_t c,
+                     A alpha_, A beta_, A mu_, A eps, A ce_)
+      : alpha(alpha_), beta(beta_), mu(mu_), ce(ce_), tg(tg_) {
+    // P_k = S_tk^2 + V_k - mean_batch(S_tk^2), 0 where V_k = 0.
+    p1 = tg.v1 != A(0) ? sq1 + tg.v1 - mean1 : A(0);
+    p2 = tg.t2 >= 0 && tg.v2 != A(0) ? sq2 + tg.v2 - mean2 : A(0);
+    A zipf_targets = A(1) / A(rank1);
+    if (tg.t2 >= 0) zipf_targets += A(1) / A(rank2);
     S = zs.full(A(1), false, tg);
     Shat = zs.non_target(A(1), false);
     W = ws.full(A(1), false, tg);
@@ -425,7 +445,7 @@ struct UskdRow {
     inv_zsum = A(1) / (h - zipf_targets);
     q_on = A(1) - eps;
     q_off = eps / A(c);
-    qsum = q_on * ysum + eps;
+    qsum = q_on * tg.ysum + eps;  // ysum: 1 for hard labels
     log_s1 = S(zs.x1);
     log_s2 = tg.t2 >= 0 ? S(zs.x2) : A(0);
   }

@@ -140,22 +140,32 @@ FUSEDKD_CPU_CLONES void uskd_pass(const T* z, const T* w, const float* y, T* gz,
   }
 }
 
+/// USKD's checks of its options and arguments (both backends make them first).
 template <typename T>
-Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdOptions& o,
-                acc_t<T>* loss, Matrix<T> gz, Matrix<T> gw) {
-  using A = acc_t<T>;
-  const int64_t n = z.rows, c = z.cols;
+Status check_uskd(const Matrix<const T>& z, const Matrix<const T>& w, const Labels& labels,
+                  const UskdOptions& o, const void* loss, const Matrix<T>& gz,
+                  const Matrix<T>& gw) {
   if (!std::isfinite(o.alpha) || !std::isfinite(o.beta) || !std::isfinite(o.mu) ||
       !(o.smoothing >= 0.0 && o.smoothing <= 1.0) ||
       (o.rank != UskdRank::kReference && o.rank != UskdRank::kPaper)) {
     return Status::kInvalidOption;
   }
   Status s = check_pair(z, w, labels, o, loss, gz, false);
-  if (s == Status::kSuccess) s = check_output(gw, n, c);
+  if (s == Status::kSuccess) s = check_output(gw, z.rows, z.cols);
   if (s != Status::kSuccess) return s;
-  if ((gz.data == nullptr) != (gw.data == nullptr) && n > 0) return Status::kNullPointer;
+  if ((gz.data == nullptr) != (gw.data == nullptr) && z.rows > 0) return Status::kNullPointer;
+  if (labels.is_soft() && z.cols < 3) return Status::kTooFewClasses;
+  return Status::kSuccess;
+}
+
+template <typename T>
+Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdOptions& o,
+                acc_t<T>* loss, Matrix<T> gz, Matrix<T> gw) {
+  using A = acc_t<T>;
+  const int64_t n = z.rows, c = z.cols;
+  Status s = check_uskd(z, w, labels, o, loss, gz, gw);
+  if (s != Status::kSuccess) return s;
   const bool soft = labels.is_soft();
-  if (soft && c < 3) return Status::kTooFewClasses;
 
   auto targets = scratch<RowTargets<A>>(n);
   auto zstats = scratch<SplitStats<A>>(n);
@@ -188,13 +198,7 @@ FUSEDKD_PARALLEL_ROWS(n * c)
     const SplitStats<A> zs = row_stats(zr, c32, tg, A(1), false);
     wstats[r] = row_stats(wr, c32, tg, A(1), false);
     zstats[r] = zs;
-    const LogProb<A> S = zs.full(A(1), false, tg);
-    const A s1 = fk_exp(S(zs.x1));
-    sq[2 * r] = s1 * s1;
-    if (tg.t2 >= 0) {
-      const A s2 = fk_exp(S(zs.x2));
-      sq[2 * r + 1] = s2 * s2;
-    }
+    uskd_target_squares(zs, tg, sq[2 * r], sq[2 * r + 1]);
   }
 
   // The batch mean of S_tk^2 over the non-ignored rows, in row order.
@@ -240,14 +244,9 @@ FUSEDKD_PARALLEL_ROWS(n * c)
     const UskdRankKey<A> key(zs.full(A(1), false, tg), ws.full(A(1), false, tg), zs, ws, tg,
                              paper);
     zipf_ranks(zr, wr, c32, key, ord, rank);
-    A zipf_targets = A(1) / A(rank[tg.t1]);
-    if (tg.t2 >= 0) zipf_targets += A(1) / A(rank[tg.t2]);
-
-    // Soft target weights P_k (0 where V_k = 0).
-    const A p1 = tg.v1 != A(0) ? sq[2 * r] + tg.v1 - A(mean1) : A(0);
-    const A p2 = tg.t2 >= 0 && tg.v2 != A(0) ? sq[2 * r + 1] + tg.v2 - A(mean2) : A(0);
-    const UskdRow<A> row(zs, ws, tg, p1, p2, zipf_targets, h, c, A(o.alpha), A(o.beta),
-                         A(o.mu), A(o.smoothing), A(o.ce_weight), tg.ysum);
+    const UskdRow<A> row(zs, ws, tg, sq[2 * r], sq[2 * r + 1], A(mean1), A(mean2), rank[tg.t1],
+                         tg.t2 >= 0 ? rank[tg.t2] : 0, h, c, A(o.alpha), A(o.beta), A(o.mu),
+                         A(o.smoothing), A(o.ce_weight));
 
     // One pass over the row: both gradients and the row loss, in one of four variants (soft or
     // hard labels, gradients or not) so that each inner loop is branch-free and vectorizes.

@@ -88,6 +88,11 @@ __device__ __forceinline__ void vec_set(uint4& u, int j, float x) {
   word = (word & ~mask) | b;
 }
 
+/// The elements of the width-`w` run at `base` that lie in a row of c classes (0 past its end).
+__device__ __forceinline__ int tail_count(int64_t c, int64_t base, int w) {
+  return base >= c ? 0 : (c - base < w ? static_cast<int>(c - base) : w);
+}
+
 /// Loads the `count` (<= kSize) elements at p into a vector: one 128-bit load when `vector`
 /// (p 16-byte aligned and count == kSize), else element by element; missing elements are 0.
 template <typename T>
@@ -113,6 +118,19 @@ __device__ __forceinline__ void store_vec(T* p, const uint4& u, int count, bool 
 #pragma unroll
   for (int j = 0; j < V; ++j) {
     if (j < count) p[j] = from_float<T>(vec_get<T>(u, j));  // exact: the value is a T
+  }
+}
+
+/// Fills a gradient row with `value` (zeros for an ignored row, NaN for a bad one), by the
+/// threads lane = 0..group_size-1.
+template <typename T>
+__device__ __forceinline__ void fill_row(T* g, int64_t c, bool aligned, int lane, int group_size, float value) {
+  constexpr int V = Vec<T>::kSize;
+  uint4 u = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+  for (int j = 0; j < V; ++j) vec_set<T>(u, j, value);
+  for (int64_t base = static_cast<int64_t>(lane) * V; base < c; base += static_cast<int64_t>(group_size) * V) {
+    store_vec<T>(g + base, u, tail_count(c, base, V), aligned);
   }
 }
 
@@ -366,7 +384,7 @@ __device__ __forceinline__ unsigned int row_targets(const LabelArgs& l, int64_t 
   constexpr int V = 4;
   for (int64_t base = static_cast<int64_t>(lane) * V; base < c; base += static_cast<int64_t>(group_size) * V) {
     float f[V];
-    const int count = c - base < V ? static_cast<int>(c - base) : V;
+    const int count = tail_count(c, base, V);
     load_floats<V>(y + base, count, l.soft_aligned, f);
 #pragma unroll
     for (int j = 0; j < V; ++j) {
@@ -469,6 +487,28 @@ __device__ __forceinline__ float gradient_factor(Reduction red, double grad_scal
   return active > 0 ? static_cast<float>(grad_scale / static_cast<double>(active)) : 0.0f;
 }
 
+/// Every thread of the block: true only in the grid's last block to get here, with the global
+/// writes of every block (seen through their barriers) visible. The caller resets h->counter.
+__device__ __forceinline__ bool last_block_to_finish(Header* h) {
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();  // cumulative: the block's writes (seen through the barrier) come first
+    last = atomicAdd(&h->counter, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (last) __threadfence();
+  return last;
+}
+
+/// The row's loss, where the reduction wants it (Args: PairArgs or UskdArgs).
+template <typename Args>
+__device__ __forceinline__ void write_row_loss(const Args& a, int64_t row, float value) {
+  if (a.reduction == Reduction::kNone) a.loss[row] = value;
+  else a.row_loss[row] = value;
+}
+
 /// Call after the block has written its rows' losses to row_loss (every thread of the block).
 /// The last block of the grid to get here writes the batch loss: the per-row losses summed in
 /// double in a fixed order (per-thread strided sums, then warp order), divided by the active
@@ -476,17 +516,7 @@ __device__ __forceinline__ float gradient_factor(Reduction red, double grad_scal
 __device__ __forceinline__ void finish_batch_loss(Header* h, const float* row_loss, int64_t n,
                                                   Reduction red, float* loss,
                                                   unsigned char* scratch) {
-  __shared__ bool last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();  // cumulative: the block's row losses (seen through the barrier) come first
-    const unsigned int done = atomicAdd(&h->counter, 1u);
-    last = done == gridDim.x - 1;
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
+  if (!last_block_to_finish(h)) return;
   double s = 0.0;
   for (int64_t r = threadIdx.x; r < n; r += blockDim.x) s += static_cast<double>(__ldcg(row_loss + r));
   s = block_allreduce(s, SumOp{}, scratch);

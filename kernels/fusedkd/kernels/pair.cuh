@@ -67,25 +67,6 @@ struct DkdFamily {
   }
 };
 
-template <typename T>
-__device__ __forceinline__ void write_row_loss(const PairArgs<T>& a, int64_t row, float value) {
-  if (a.reduction == Reduction::kNone) a.loss[row] = value;
-  else a.row_loss[row] = value;
-}
-
-/// Fills a gradient row with `value` (zeros for an ignored row, NaN for a bad one).
-template <typename T>
-__device__ __forceinline__ void fill_row(T* g, int64_t c, bool aligned, int lane, int group_size, float value) {
-  constexpr int V = Vec<T>::kSize;
-  uint4 u = make_uint4(0u, 0u, 0u, 0u);
-#pragma unroll
-  for (int j = 0; j < V; ++j) vec_set<T>(u, j, value);
-  for (int64_t base = static_cast<int64_t>(lane) * V; base < c; base += static_cast<int64_t>(group_size) * V) {
-    const int count = c - base < V ? static_cast<int>(c - base) : V;
-    store_vec<T>(g + base, u, count, aligned);
-  }
-}
-
 /// One row of a teacher loss, by a group of `group_size` threads (kGroup: 32 = a warp, 0 = the
 /// block). K > 0: the row in registers, K vectors per thread; K == 0: streaming.
 template <class F, typename T, int kGroup, int K>
@@ -121,7 +102,7 @@ __device__ __forceinline__ void pair_row(const PairArgs<T>& a, const F& f, int64
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       const int64_t base = k * stride + static_cast<int64_t>(lane) * V;
-      const int count = base >= c ? 0 : (c - base < V ? static_cast<int>(c - base) : V);
+      const int count = tail_count(c, base, V);
       zq[k] = load_vec<T>(zr + base, count, a.aligned);
       vq[k] = load_vec<T>(vr + base, count, a.aligned);
 #pragma unroll
@@ -141,7 +122,7 @@ __device__ __forceinline__ void pair_row(const PairArgs<T>& a, const F& f, int64
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       const int64_t base = k * stride + static_cast<int64_t>(lane) * V;
-      const int count = base >= c ? 0 : (c - base < V ? static_cast<int>(c - base) : V);
+      const int count = tail_count(c, base, V);
       uint4 out = make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
       for (int j = 0; j < V; ++j) {
@@ -157,7 +138,7 @@ __device__ __forceinline__ void pair_row(const PairArgs<T>& a, const F& f, int64
   } else {
     StatsPair st;
     for (int64_t base = static_cast<int64_t>(lane) * V; base < c; base += stride) {
-      const int count = c - base < V ? static_cast<int>(c - base) : V;
+      const int count = tail_count(c, base, V);
       const uint4 zq = load_vec<T>(zr + base, count, a.aligned);
       const uint4 vq = load_vec<T>(vr + base, count, a.aligned);
 #pragma unroll
@@ -175,7 +156,7 @@ __device__ __forceinline__ void pair_row(const PairArgs<T>& a, const F& f, int64
     }
     const auto r = f.make(st.z, st.v, tg);
     for (int64_t base = static_cast<int64_t>(lane) * V; base < c; base += stride) {
-      const int count = c - base < V ? static_cast<int>(c - base) : V;
+      const int count = tail_count(c, base, V);
       const uint4 zq = load_vec<T>(zr + base, count, a.aligned);  // read before the write below
       const uint4 vq = load_vec<T>(vr + base, count, a.aligned);
       uint4 out = make_uint4(0u, 0u, 0u, 0u);

@@ -91,18 +91,11 @@ struct SumD2Op {
   __device__ __forceinline__ Double2 operator()(Double2 x, Double2 y) const { return {x.a + y.a, x.b + y.b}; }
 };
 
-template <typename T>
-__device__ __forceinline__ void write_uskd_row_loss(const UskdArgs<T>& a, int64_t row, float value) {
-  if (a.reduction == Reduction::kNone) a.loss[row] = value;
-  else a.row_loss[row] = value;
-}
-
 /// Statistics pass: a block per row.
 template <typename T>
 __global__ void __launch_bounds__(512) uskd_stats_kernel(UskdArgs<T> a) {
   constexpr int V = Vec<T>::kSize;
   __shared__ alignas(16) unsigned char scratch[kScratchBytes];
-  __shared__ bool last;
   const int64_t row = blockIdx.x;
   const int64_t c = a.c;
   const int lane = threadIdx.x, group = blockDim.x;
@@ -120,7 +113,7 @@ __global__ void __launch_bounds__(512) uskd_stats_kernel(UskdArgs<T> a) {
     const T* wr = a.w + row * a.ldw;
     StatsPair st;
     for (int64_t base = static_cast<int64_t>(lane) * V; base < c; base += static_cast<int64_t>(group) * V) {
-      const int count = c - base < V ? static_cast<int>(c - base) : V;
+      const int count = tail_count(c, base, V);
       const uint4 zq = load_vec<T>(zr + base, count, a.aligned);
       const uint4 wq = load_vec<T>(wr + base, count, a.aligned);
 #pragma unroll
@@ -140,13 +133,7 @@ __global__ void __launch_bounds__(512) uskd_stats_kernel(UskdArgs<T> a) {
     }
     s.zs = st.z;
     s.ws = st.v;
-    const LogProb<float> S = s.zs.full(1.0f, false, s.tg);
-    const float s1 = fusedkd::detail::fk_exp(S(s.zs.x1));
-    sq.x = s1 * s1;
-    if (s.tg.t2 >= 0) {
-      const float s2 = fusedkd::detail::fk_exp(S(s.zs.x2));
-      sq.y = s2 * s2;
-    }
+    fusedkd::detail::uskd_target_squares(s.zs, s.tg, sq.x, sq.y);
   }
   if (lane == 0) {
     a.states[row] = s;
@@ -154,15 +141,7 @@ __global__ void __launch_bounds__(512) uskd_stats_kernel(UskdArgs<T> a) {
   }
 
   // The last block averages S_tk^2 over the active rows, in a fixed order.
-  __threadfence();
-  __syncthreads();
-  if (lane == 0) {
-    __threadfence();
-    last = atomicAdd(&a.header->counter, 1u) == gridDim.x - 1;
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
+  if (!last_block_to_finish(a.header)) return;
   Double2 sum{0.0, 0.0};
   for (int64_t r = lane; r < a.n; r += group) {
     const float2 q = __ldcg(a.sq + r);
@@ -182,33 +161,19 @@ __global__ void __launch_bounds__(512) uskd_stats_kernel(UskdArgs<T> a) {
 template <typename T>
 __device__ __forceinline__ UskdRow<float> make_uskd_row(const UskdArgs<T>& a, const UskdRowState& s,
                                                         float2 sq, int rank1, int rank2) {
-  float zipf_targets = 1.0f / static_cast<float>(rank1);
-  if (s.tg.t2 >= 0) zipf_targets += 1.0f / static_cast<float>(rank2);
-  const float mean1 = static_cast<float>(a.header->mean1);
-  const float mean2 = static_cast<float>(a.header->mean2);
-  const float p1 = s.tg.v1 != 0.0f ? sq.x + s.tg.v1 - mean1 : 0.0f;
-  const float p2 = s.tg.t2 >= 0 && s.tg.v2 != 0.0f ? sq.y + s.tg.v2 - mean2 : 0.0f;
-  return UskdRow<float>(s.zs, s.ws, s.tg, p1, p2, zipf_targets, a.header->harmonic, a.c, a.alpha, a.beta,
-                        a.mu, a.eps, a.ce, s.tg.ysum);
+  return UskdRow<float>(s.zs, s.ws, s.tg, sq.x, sq.y, static_cast<float>(a.header->mean1),
+                        static_cast<float>(a.header->mean2), rank1, rank2, a.header->harmonic, a.c,
+                        a.alpha, a.beta, a.mu, a.eps, a.ce);
 }
 
 /// Writes both gradient rows with `value` (ignored: 0, bad: NaN) by a block, and the row loss.
 template <typename T>
 __device__ __forceinline__ void uskd_fill_row(const UskdArgs<T>& a, int64_t row, float value) {
-  constexpr int V = Vec<T>::kSize;
   if (a.gz != nullptr) {
-    uint4 u = make_uint4(0u, 0u, 0u, 0u);
-#pragma unroll
-    for (int j = 0; j < V; ++j) vec_set<T>(u, j, value);
-    T* gzr = a.gz + row * a.ldgz;
-    T* gwr = a.gw + row * a.ldgw;
-    for (int64_t base = static_cast<int64_t>(threadIdx.x) * V; base < a.c; base += static_cast<int64_t>(blockDim.x) * V) {
-      const int count = a.c - base < V ? static_cast<int>(a.c - base) : V;
-      store_vec<T>(gzr + base, u, count, a.aligned);
-      store_vec<T>(gwr + base, u, count, a.aligned);
-    }
+    fill_row<T>(a.gz + row * a.ldgz, a.c, a.aligned, threadIdx.x, blockDim.x, value);
+    fill_row<T>(a.gw + row * a.ldgw, a.c, a.aligned, threadIdx.x, blockDim.x, value);
   }
-  if (threadIdx.x == 0) write_uskd_row_loss(a, row, value);
+  if (threadIdx.x == 0) write_row_loss(a, row, value);
 }
 
 /// C <= kBlockThreads * kItems: a block per row, the row in registers (blocked: thread t holds
@@ -237,7 +202,7 @@ __global__ void __launch_bounds__(kBlockThreads) uskd_sort_kernel(UskdArgs<T> a)
 #pragma unroll
     for (int q = 0; q < kItems / V; ++q) {
       const int64_t base = first + q * V;
-      const int count = base >= c ? 0 : (c - base < V ? static_cast<int>(c - base) : V);
+      const int count = tail_count(c, base, V);
       const uint4 zq = load_vec<T>(zr + base, count, a.aligned);
       const uint4 wq = load_vec<T>(wr + base, count, a.aligned);
 #pragma unroll
@@ -276,7 +241,7 @@ __global__ void __launch_bounds__(kBlockThreads) uskd_sort_kernel(UskdArgs<T> a)
     float yv[kItems];
     if (soft) {
       const float* y = a.labels.soft + row * a.labels.ld;
-      const int count = first >= c ? 0 : (c - first < kItems ? static_cast<int>(c - first) : kItems);
+      const int count = tail_count(c, first, kItems);
       load_floats<kItems>(y + first, count, a.labels.soft_aligned, yv);
     } else {
 #pragma unroll
@@ -288,7 +253,7 @@ __global__ void __launch_bounds__(kBlockThreads) uskd_sort_kernel(UskdArgs<T> a)
 #pragma unroll
     for (int q = 0; q < kItems / V; ++q) {
       const int64_t base = first + q * V;
-      const int count = base >= c ? 0 : (c - base < V ? static_cast<int>(c - base) : V);
+      const int count = tail_count(c, base, V);
       uint4 dzq = make_uint4(0u, 0u, 0u, 0u), dwq = make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
       for (int j = 0; j < V; ++j) {
@@ -306,7 +271,7 @@ __global__ void __launch_bounds__(kBlockThreads) uskd_sort_kernel(UskdArgs<T> a)
       }
     }
     acc = block_allreduce(acc, Sum2Op{}, scratch);
-    if (threadIdx.x == 0) write_uskd_row_loss(a, row, r.loss(acc.a, acc.b));
+    if (threadIdx.x == 0) write_row_loss(a, row, r.loss(acc.a, acc.b));
   }
   if (a.reduction != Reduction::kNone) finish_batch_loss(a.header, a.row_loss, a.n, a.reduction, a.loss, scratch);
 }
@@ -330,7 +295,7 @@ __global__ void __launch_bounds__(kUskdStreamThreads) uskd_keys_kernel(UskdArgs<
   const UskdRankKey<float> key(s.zs.full(1.0f, false, s.tg), s.ws.full(1.0f, false, s.tg), s.zs, s.ws, s.tg,
                                a.paper);
   for (int64_t base = static_cast<int64_t>(threadIdx.x) * V; base < c; base += static_cast<int64_t>(blockDim.x) * V) {
-    const int count = c - base < V ? static_cast<int>(c - base) : V;
+    const int count = tail_count(c, base, V);
     const uint4 zq = load_vec<T>(zr + base, count, a.aligned);
     const uint4 wq = load_vec<T>(wr + base, count, a.aligned);
 #pragma unroll
@@ -368,7 +333,7 @@ __global__ void __launch_bounds__(kUskdStreamThreads) uskd_rank_kernel(UskdArgs<
     T* gwr = a.gw != nullptr ? a.gw + row * a.ldgw : nullptr;
     Float2 acc{0.0f, 0.0f};
     for (int64_t base = static_cast<int64_t>(threadIdx.x) * V; base < c; base += static_cast<int64_t>(blockDim.x) * V) {
-      const int count = c - base < V ? static_cast<int>(c - base) : V;
+      const int count = tail_count(c, base, V);
       const uint4 zq = load_vec<T>(zr + base, count, a.aligned);
       const uint4 wq = load_vec<T>(wr + base, count, a.aligned);
       float yv[V];
@@ -394,7 +359,7 @@ __global__ void __launch_bounds__(kUskdStreamThreads) uskd_rank_kernel(UskdArgs<
       }
     }
     acc = block_allreduce(acc, Sum2Op{}, scratch);
-    if (threadIdx.x == 0) write_uskd_row_loss(a, row, r.loss(acc.a, acc.b));
+    if (threadIdx.x == 0) write_row_loss(a, row, r.loss(acc.a, acc.b));
   }
   if (a.last_chunk && a.reduction != Reduction::kNone) {
     finish_batch_loss(a.header, a.row_loss, a.n, a.reduction, a.loss, scratch);
