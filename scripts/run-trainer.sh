@@ -18,38 +18,10 @@ packages=(cmake g++ libopenblas-dev zlib1g-dev dataset-fashion-mnist)
 
 say() { printf 'run-trainer: %s\n' "$*" >&2; }
 
-install_missing() {
-  if [[ "${FUSEDKD_NO_INSTALL:-0}" == 1 ]]; then
-    return
-  fi
-  if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
-    say "not a Debian/Ubuntu system: install cmake, a C++17 compiler, OpenBLAS, zlib and the"
-    say "Fashion-MNIST IDX files yourself (then pass --data-dir DIR to the trainer)"
-    return
-  fi
-  local missing=() p
-  for p in "${packages[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-      missing+=("$p")
-    fi
-  done
-  if [[ ${#missing[@]} -eq 0 ]]; then
-    return
-  fi
-  local sudo=()
-  if [[ $(id -u) -ne 0 ]]; then
-    if ! command -v sudo >/dev/null 2>&1; then
-      say "missing packages: ${missing[*]}; run as root or install sudo"
-      exit 1
-    fi
-    sudo=(sudo)
-  fi
-  say "installing missing packages: ${missing[*]}"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-}
-
-install_missing
+if [[ "${FUSEDKD_NO_INSTALL:-0}" != 1 ]]; then
+  # Not on Debian/Ubuntu it says so and goes on: then pass --data-dir DIR to the trainer.
+  "$here/install-deps.sh" "${packages[@]}"
+fi
 
 jobs="$(nproc 2>/dev/null || echo 2)"
 # Configure every time (a second run takes a second): a package installed since the last run is
