@@ -337,7 +337,7 @@ int main(int argc, char** argv) {
 
   std::vector<LossCase> losses;
   for (const auto& lc : all_losses()) {
-    if (f.losses.empty() || std::find(f.losses.begin(), f.losses.end(), lc.name) != f.losses.end()) {
+    if (bench_flags::listed(f.losses, lc.name)) {
       losses.push_back(lc);
     }
   }
