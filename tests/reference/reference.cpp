@@ -133,7 +133,7 @@ UskdTargets uskd_targets(const Lab& l) {
     t.label = std::get<1>(sorted).index({Slice(), Slice(0, 2)}).contiguous();
   } else {
     // label = gt_label.view(len(gt_label), 1); value = torch.ones_like(label)
-    t.label = l.hard.index_select(0, l.valid).reshape({-1, 1});
+    t.label = single_target(l);
     t.value = torch::ones(t.label.sizes(), kF64);
   }
   return t;
@@ -336,6 +336,7 @@ Tensor uskd_rank_keys(const Tensor& student, const Tensor& weak, const Tensor& l
   const Tensor z = student.detach().to(torch::kFloat64);
   const Tensor w = weak.detach().to(torch::kFloat64);
   const Lab l = parse_labels(labels, n, c, o.ignore_index);
+  TORCH_CHECK(!l.none, "USKD needs labels");
   const UskdTargets tg = uskd_targets(l);
   const Tensor keys =
       uskd_keys(z.index_select(0, l.valid), w.index_select(0, l.valid), tg.label, o.rank);

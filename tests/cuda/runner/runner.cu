@@ -289,6 +289,27 @@ Result run_t(const Problem& p) {
   return r;
 }
 
+/// Milliseconds of device time that `work` (enqueued on s) takes; the events go on any exit.
+template <typename F>
+double elapsed_ms(cudaStream_t s, F&& work) {
+  struct Events {
+    cudaEvent_t a = nullptr, b = nullptr;
+    ~Events() {
+      if (a != nullptr) cudaEventDestroy(a);
+      if (b != nullptr) cudaEventDestroy(b);
+    }
+  } e;
+  ck(cudaEventCreate(&e.a), "cudaEventCreate");
+  ck(cudaEventCreate(&e.b), "cudaEventCreate");
+  ck(cudaEventRecord(e.a, s), "cudaEventRecord");
+  work();
+  ck(cudaEventRecord(e.b, s), "cudaEventRecord");
+  ck(cudaEventSynchronize(e.b), "cudaEventSynchronize");
+  float ms = 0.0f;
+  ck(cudaEventElapsedTime(&ms, e.a, e.b), "cudaEventElapsedTime");
+  return static_cast<double>(ms);
+}
+
 template <typename T>
 double time_t(const Problem& p, int iters) {
   try {
@@ -298,18 +319,10 @@ double time_t(const Problem& p, int iters) {
     for (int k = 0; k < 3; ++k) {
       if (d.call(stream.s) != Status::kSuccess) return -1.0;
     }
-    cudaEvent_t a, b;
-    ck(cudaEventCreate(&a), "cudaEventCreate");
-    ck(cudaEventCreate(&b), "cudaEventCreate");
-    ck(cudaEventRecord(a, stream.s), "cudaEventRecord");
-    for (int k = 0; k < iters; ++k) d.call(stream.s);
-    ck(cudaEventRecord(b, stream.s), "cudaEventRecord");
-    ck(cudaEventSynchronize(b), "cudaEventSynchronize");
-    float ms = 0.0f;
-    ck(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-    return static_cast<double>(ms) / iters;
+    const double ms = elapsed_ms(stream.s, [&] {
+      for (int k = 0; k < iters; ++k) d.call(stream.s);
+    });
+    return ms / iters;
   } catch (const Failure&) {
     return -1.0;
   }
@@ -376,20 +389,12 @@ double copy_gbps(size_t bytes) {
     ck(b.alloc(bytes), "cudaMalloc");
     ck(cudaMemset(a.ptr, 0, bytes), "cudaMemset");
     Stream stream;
-    cudaEvent_t e0, e1;
-    ck(cudaEventCreate(&e0), "cudaEventCreate");
-    ck(cudaEventCreate(&e1), "cudaEventCreate");
     ck(cudaMemcpyAsync(b.ptr, a.ptr, bytes, cudaMemcpyDeviceToDevice, stream.s), "copy");
     const int iters = 10;
-    ck(cudaEventRecord(e0, stream.s), "cudaEventRecord");
-    for (int k = 0; k < iters; ++k) ck(cudaMemcpyAsync(b.ptr, a.ptr, bytes, cudaMemcpyDeviceToDevice, stream.s), "copy");
-    ck(cudaEventRecord(e1, stream.s), "cudaEventRecord");
-    ck(cudaEventSynchronize(e1), "cudaEventSynchronize");
-    float ms = 0.0f;
-    ck(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    return 2.0 * static_cast<double>(bytes) * iters / (static_cast<double>(ms) * 1e-3) / 1e9;
+    const double ms = elapsed_ms(stream.s, [&] {
+      for (int k = 0; k < iters; ++k) ck(cudaMemcpyAsync(b.ptr, a.ptr, bytes, cudaMemcpyDeviceToDevice, stream.s), "copy");
+    });
+    return 2.0 * static_cast<double>(bytes) * iters / (ms * 1e-3) / 1e9;
   } catch (const Failure&) {
     return -1.0;
   }
