@@ -77,7 +77,7 @@ inline bool uskd_near_tie(const Problem& p, int64_t r) {
     accumulate(zs, tg, i, double(p.student[r * ld + i]), 1.0, false);
     accumulate(ws, tg, i, double(p.other[r * ld + i]), 1.0, false);
   }
-  const UskdRankKey<double> key(zs.full(1.0, false, tg), ws.full(1.0, false, tg), zs, ws, tg,
+  const UskdRankKey<double> key(zs.full(1.0, tg), ws.full(1.0, tg), zs, ws, tg,
                                 p.uskd.rank == fusedkd::UskdRank::kPaper);
   std::vector<double> k(static_cast<size_t>(p.c));
   for (int64_t i = 0; i < p.c; ++i) k[i] = key(double(p.student[r * ld + i]), double(p.other[r * ld + i]));

@@ -181,18 +181,19 @@ struct SplitStats {
     m = mm;
   }
 
-  /// Softmax of x * inv over the non-target classes (inv is 1 or the `inv` of add).
-  FUSEDKD_HD LogProb<A> non_target(A inv, bool two_scales) const {
-    const A s = (two_scales && inv != A(1)) ? st : s1;
-    return {m, inv, fk_log(s)};
-  }
+  /// The sum of exp((x - m) * inv) over the non-target classes, inv = 1 or the `inv` of add
+  /// (the stats were then gathered with two_scales).
+  FUSEDKD_HD A sum_at(A inv) const { return inv != A(1) ? st : s1; }
+
+  /// Softmax of x * inv over the non-target classes.
+  FUSEDKD_HD LogProb<A> non_target(A inv) const { return {m, inv, fk_log(sum_at(inv))}; }
 
   /// Softmax of x * inv over all classes, targets `tg` included.
-  FUSEDKD_HD LogProb<A> full(A inv, bool two_scales, const RowTargets<A>& tg) const {
+  FUSEDKD_HD LogProb<A> full(A inv, const RowTargets<A>& tg) const {
     A mm = m;
     if (tg.t1 >= 0 && x1 > mm) mm = x1;
     if (tg.t2 >= 0 && x2 > mm) mm = x2;
-    const A s = (two_scales && inv != A(1)) ? st : s1;
+    const A s = sum_at(inv);
     A total = s * fk_exp((m - mm) * inv);
     if (tg.t1 >= 0) total += fk_exp((x1 - mm) * inv);
     if (tg.t2 >= 0) total += fk_exp((x2 - mm) * inv);
@@ -234,11 +235,10 @@ struct NkdRow {
   /// `zs`, `vs`: stats of the student and teacher rows with inv = 1/lambda.
   FUSEDKD_HD NkdRow(const SplitStats<A>& zs, const SplitStats<A>& vs, const RowTargets<A>& tg,
                     A inv_lambda, A gamma, A ce) {
-    const bool two = inv_lambda != A(1);
-    S = zs.full(A(1), two, tg);
-    Shat = zs.non_target(inv_lambda, two);
-    That = vs.non_target(inv_lambda, two);
-    const LogProb<A> T = vs.full(A(1), two, tg);
+    S = zs.full(A(1), tg);
+    Shat = zs.non_target(inv_lambda);
+    That = vs.non_target(inv_lambda);
+    const LogProb<A> T = vs.full(A(1), tg);
     coef_t = fk_exp(T(vs.x1)) + ce;
     log_st = S(zs.x1);
     const A lambda = A(1) / inv_lambda;
@@ -276,9 +276,8 @@ struct KdRow {
 
   FUSEDKD_HD KdRow(const SplitStats<A>& zs, const SplitStats<A>& vs, const RowTargets<A>& tg,
                    A inv_t, A weight, A ce_weight) {
-    const bool two = inv_t != A(1);
-    P = zs.full(inv_t, two, tg);
-    Q = vs.full(inv_t, two, tg);
+    P = zs.full(inv_t, tg);
+    Q = vs.full(inv_t, tg);
     const A temp = A(1) / inv_t;
     g_kl = weight * temp;
     l_kl = weight * temp * temp;
@@ -286,7 +285,7 @@ struct KdRow {
     ce = t >= 0 ? ce_weight : A(0);
     has_ce = ce != A(0);
     // S (scale 1) only for the cross-entropy: without it, a backend may skip the scale-1 sums.
-    S = ce != A(0) ? zs.full(A(1), two, tg) : LogProb<A>{A(0), A(1), A(0)};
+    S = ce != A(0) ? zs.full(A(1), tg) : LogProb<A>{A(0), A(1), A(0)};
     log_st = ce != A(0) ? S(zs.x1) : A(0);
   }
 
@@ -318,11 +317,10 @@ struct DkdRow {
 
   FUSEDKD_HD DkdRow(const SplitStats<A>& zs, const SplitStats<A>& vs, const RowTargets<A>& tg,
                     A inv_t, A alpha_, A beta, A ce_weight) {
-    const bool two = inv_t != A(1);
-    const LogProb<A> P = zs.full(inv_t, two, tg), Q = vs.full(inv_t, two, tg);
-    Phat = zs.non_target(inv_t, two);
-    Qhat = vs.non_target(inv_t, two);
-    S = ce_weight != A(0) ? zs.full(A(1), two, tg) : LogProb<A>{A(0), A(1), A(0)};
+    const LogProb<A> P = zs.full(inv_t, tg), Q = vs.full(inv_t, tg);
+    Phat = zs.non_target(inv_t);
+    Qhat = vs.non_target(inv_t);
+    S = ce_weight != A(0) ? zs.full(A(1), tg) : LogProb<A>{A(0), A(1), A(0)};
     const A log_pt = P(zs.x1), log_qt = Q(vs.x1);
     const A log_pn = log_non_target_mass(Phat, P), log_qn = log_non_target_mass(Qhat, Q);
     pt = fk_exp(log_pt);
@@ -404,7 +402,7 @@ FUSEDKD_HD A harmonic(int64_t n) {
 template <typename A>
 FUSEDKD_HD void uskd_target_squares(const SplitStats<A>& zs, const RowTargets<A>& tg, A& sq1,
                                     A& sq2) {
-  const LogProb<A> S = zs.full(A(1), false, tg);
+  const LogProb<A> S = zs.full(A(1), tg);
   const A s1 = fk_exp(S(zs.x1));
   sq1 = s1 * s1;
   sq2 = A(0);
@@ -438,9 +436,9 @@ struct UskdRow {
     p2 = tg.t2 >= 0 && tg.v2 != A(0) ? sq2 + tg.v2 - mean2 : A(0);
     A zipf_targets = A(1) / A(rank1);
     if (tg.t2 >= 0) zipf_targets += A(1) / A(rank2);
-    S = zs.full(A(1), false, tg);
-    Shat = zs.non_target(A(1), false);
-    W = ws.full(A(1), false, tg);
+    S = zs.full(A(1), tg);
+    Shat = zs.non_target(A(1));
+    W = ws.full(A(1), tg);
     psum = p1 + p2;
     inv_zsum = A(1) / (h - zipf_targets);
     q_on = A(1) - eps;

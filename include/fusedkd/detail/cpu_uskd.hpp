@@ -241,7 +241,7 @@ FUSEDKD_PARALLEL_ROWS(n * c)
     // Zipf ranks: sort all classes by R, descending, ties by class index.
     RankEntry<A>* ord = order.get() + 2 * static_cast<int64_t>(thread) * c;
     int32_t* rank = ranks.get() + static_cast<int64_t>(thread) * c;
-    const UskdRankKey<A> key(zs.full(A(1), false, tg), ws.full(A(1), false, tg), zs, ws, tg,
+    const UskdRankKey<A> key(zs.full(A(1), tg), ws.full(A(1), tg), zs, ws, tg,
                              paper);
     zipf_ranks(zr, wr, c32, key, ord, rank);
     const UskdRow<A> row(zs, ws, tg, sq[2 * r], sq[2 * r + 1], A(mean1), A(mean2), rank[tg.t1],

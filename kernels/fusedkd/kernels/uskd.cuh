@@ -213,7 +213,7 @@ __global__ void __launch_bounds__(kBlockThreads) uskd_sort_kernel(UskdArgs<T> a)
     }
 
     // Rank keys, one block-wide sort, the ranks into shared memory.
-    const UskdRankKey<float> key(s.zs.full(1.0f, false, s.tg), s.ws.full(1.0f, false, s.tg), s.zs, s.ws, s.tg,
+    const UskdRankKey<float> key(s.zs.full(1.0f, s.tg), s.ws.full(1.0f, s.tg), s.zs, s.ws, s.tg,
                                  a.paper);
     unsigned long long keys[kItems];
     const int end_bit = 33 + a.index_bits;  // the packed key and the padding bit
@@ -292,7 +292,7 @@ __global__ void __launch_bounds__(kUskdStreamThreads) uskd_keys_kernel(UskdArgs<
   }
   const T* zr = a.z + row * a.ldz;
   const T* wr = a.w + row * a.ldw;
-  const UskdRankKey<float> key(s.zs.full(1.0f, false, s.tg), s.ws.full(1.0f, false, s.tg), s.zs, s.ws, s.tg,
+  const UskdRankKey<float> key(s.zs.full(1.0f, s.tg), s.ws.full(1.0f, s.tg), s.zs, s.ws, s.tg,
                                a.paper);
   for (int64_t base = static_cast<int64_t>(threadIdx.x) * V; base < c; base += static_cast<int64_t>(blockDim.x) * V) {
     const int count = tail_count(c, base, V);
