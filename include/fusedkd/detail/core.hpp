@@ -110,18 +110,26 @@ FUSEDKD_HD bool is_zero(A x) {
 #if defined(__CUDA_ARCH__)
   return x == A(0);
 #else
-  using Bits = typename std::conditional<sizeof(A) == 4, int32_t, int64_t>::type;
+  // Unsigned bits: shifting a negative signed value (a negative NaN) is undefined behaviour.
+  using Bits = typename std::conditional<sizeof(A) == 4, uint32_t, uint64_t>::type;
   Bits b;
   std::memcpy(&b, &x, sizeof(A));
-  return (b << 1) == 0;
+  return static_cast<Bits>(b << 1) == 0;
 #endif
+}
+
+/// w * l with the convention 0 * anything = 0: a class whose weight (a teacher or target
+/// probability, a coefficient) is 0 contributes 0 even where its log is -inf (a -inf logit).
+template <typename A>
+FUSEDKD_HD A weighted(A w, A l) {
+  return choose(is_zero(w), A(0), w * l);
 }
 
 /// x * log(x / y) written as x * (log x - log y) with the convention 0 * anything = 0 (a
 /// probability that underflowed, or the softmax of a -inf logit).
 template <typename A>
 FUSEDKD_HD A xlogy_diff(A x, A log_x, A log_y) {
-  return choose(is_zero(x), A(0), x * (log_x - log_y));
+  return weighted(x, log_x - log_y);
 }
 
 /// The targets of one row: up to two class indices, with their label values.
@@ -254,11 +262,11 @@ struct NkdRow {
     const A log_sh = Shat(z);
     const A th = fk_exp(That(v));
     const bool target = i == t;
-    acc += choose(target, A(0), th * log_sh);
+    acc += choose(target | is_zero(th), A(0), th * log_sh);  // That_i = 0: no share (-inf logits)
     return choose(target, coef_t * (s - A(1)), coef_t * s + g_non * (fk_exp(log_sh) - th));
   }
 
-  FUSEDKD_HD A loss(A acc) const { return -coef_t * log_st - l_non * acc; }
+  FUSEDKD_HD A loss(A acc) const { return -weighted(coef_t, log_st) - l_non * acc; }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -455,7 +463,7 @@ struct UskdRow {
     const A s = fk_exp(S(z));
     const A lw = W(w);
     const A q = q_on * y + q_off;
-    acc_weak += q * lw;
+    acc_weak += weighted(q, lw);  // q_i = 0 (eps = 0, y_i = 0): no share, even for w_i = -inf
     dw = mu * (qsum * fk_exp(lw) - q);
     const bool is1 = i == tg.t1, is2 = i == tg.t2, other = !(is1 || is2);
     const A lsh = Shat(z);
@@ -467,7 +475,8 @@ struct UskdRow {
   }
 
   FUSEDKD_HD A loss(A acc_non, A acc_weak) const {
-    return -alpha * (p1 * log_s1 + p2 * log_s2) - beta * acc_non - mu * acc_weak - ce * log_s1;
+    return -alpha * (weighted(p1, log_s1) + weighted(p2, log_s2)) - beta * acc_non -
+           mu * acc_weak - weighted(ce, log_s1);
   }
 };
 

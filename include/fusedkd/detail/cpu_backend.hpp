@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <new>
 
@@ -19,15 +21,30 @@
 namespace fusedkd {
 namespace detail {
 
-/// new[] that reports failure as nullptr instead of throwing.
+/// new[] that reports failure as nullptr instead of throwing, also when n elements of U would
+/// not fit in a size_t (plain new (std::nothrow) throws std::bad_array_new_length then).
 template <typename U>
 std::unique_ptr<U[]> scratch(int64_t n) {
+  if (n > 0 && static_cast<uint64_t>(n) > static_cast<uint64_t>(PTRDIFF_MAX) / sizeof(U)) {
+    return nullptr;
+  }
   return std::unique_ptr<U[]>(new (std::nothrow) U[static_cast<size_t>(n > 0 ? n : 1)]);
+}
+
+/// Whether n rows of c elements of `size` bytes, `stride` elements apart, span no more than
+/// PTRDIFF_MAX bytes: then no row offset (n - 1) * stride overflows, and the pointer arithmetic
+/// of Matrix::row stays inside the one object it must point into. Needs stride >= c >= 0.
+inline bool extent_fits(int64_t n, int64_t c, int64_t stride, size_t size) {
+  if (n == 0) return true;
+  const int64_t most = PTRDIFF_MAX / static_cast<int64_t>(size);
+  if (c > most) return false;
+  return stride == 0 || n - 1 <= (most - c) / stride;
 }
 
 template <typename T>
 Status check_input(const Matrix<const T>& m, int64_t n, int64_t c) {
   if (m.rows != n || m.cols != c || m.stride < c) return Status::kShapeMismatch;
+  if (!extent_fits(n, c, m.stride, sizeof(T))) return Status::kShapeMismatch;
   if (m.data == nullptr && n > 0) return Status::kNullPointer;
   return Status::kSuccess;
 }
@@ -37,11 +54,48 @@ template <typename T>
 Status check_output(const Matrix<T>& m, int64_t n, int64_t c) {
   if (m.data == nullptr) return m.rows == 0 || n == 0 ? Status::kSuccess : Status::kNullPointer;
   if (m.rows != n || m.cols != c || m.stride < c) return Status::kShapeMismatch;
+  if (!extent_fits(n, c, m.stride, sizeof(T))) return Status::kShapeMismatch;
   return Status::kSuccess;
 }
 
-inline Status check_common(const CommonOptions& o, const Labels& labels, bool labels_optional) {
-  if (!std::isfinite(o.grad_scale) || !std::isfinite(o.ce_weight)) return Status::kInvalidOption;
+/// The largest magnitude of an option (weights, grad_scale, ce_weight, temperature) in the
+/// computation type A: 2^40 (1.1e12) for float, 2^340 (2.2e102) for double; a temperature must
+/// also be at least its inverse. A loss multiplies at most three such values (weight * T^2,
+/// weight * T * grad_scale, ...), so every coefficient it derives stays finite in A
+/// (2^120 < FLT_MAX, 2^1020 < DBL_MAX), and 1 / T is a normal number.
+template <typename A>
+constexpr double option_limit() {
+  return sizeof(A) == sizeof(float) ? 0x1p40 : 0x1p340;
+}
+
+/// |x| <= option_limit<A>() (false for NaN and infinities).
+template <typename A>
+bool option_in_range(double x) {
+  return std::fabs(x) <= option_limit<A>();
+}
+
+/// 1 / option_limit<A>() <= t <= option_limit<A>().
+template <typename A>
+bool valid_temperature(double t) {
+  return t >= 1.0 / option_limit<A>() && t <= option_limit<A>();
+}
+
+inline bool valid_reduction(Reduction r) {
+  return r == Reduction::kMean || r == Reduction::kSum || r == Reduction::kNone;
+}
+
+inline bool valid_label_kind(Labels::Kind k) {
+  return k == Labels::Kind::kNone || k == Labels::Kind::kIndex32 ||
+         k == Labels::Kind::kIndex64 || k == Labels::Kind::kSoft;
+}
+
+/// The options every loss has, and the labels' kind and pointer, for computation type A.
+template <typename A>
+Status check_common(const CommonOptions& o, const Labels& labels, bool labels_optional) {
+  if (!option_in_range<A>(o.grad_scale) || !option_in_range<A>(o.ce_weight) ||
+      !valid_reduction(o.reduction) || !valid_label_kind(labels.kind)) {
+    return Status::kInvalidOption;
+  }
   if (labels.kind == Labels::Kind::kNone) {
     return labels_optional && o.ce_weight == 0.0 ? Status::kSuccess : Status::kNullPointer;
   }
@@ -49,11 +103,10 @@ inline Status check_common(const CommonOptions& o, const Labels& labels, bool la
   return Status::kSuccess;
 }
 
-inline bool valid_temperature(double t) { return std::isfinite(t) && t > 0.0; }
-
 /// Fills targets[0..n) from the labels. Hard labels: t1 = label, or ignored. Soft labels: t1 =
 /// first maximum; with `two_targets`, t2 = the next largest (lower index first on ties). Counts
-/// the non-ignored rows. Fails on a bad label or a soft row with no positive entry.
+/// the non-ignored rows. Fails on a bad label, a soft label that is not finite (or a soft row
+/// whose sum is beyond A), or a soft row with no positive entry.
 template <typename A>
 Status find_targets(const Labels& labels, int64_t n, int64_t c, int64_t ignore_index,
                     bool two_targets, RowTargets<A>* targets, int64_t* active) {
@@ -66,15 +119,21 @@ Status find_targets(const Labels& labels, int64_t n, int64_t c, int64_t ignore_i
       const int64_t ld = labels.stride > 0 ? labels.stride : c;
       const float* y = static_cast<const float*>(labels.data) + r * ld;
       int32_t b1 = 0, b2 = -1;
-      A ysum = A(y[0]);
+      // The sum in double: at most 2^31 floats, it cannot overflow (a float sum of two 3e38 does).
+      if (!std::isfinite(y[0])) return Status::kNonFiniteSoftLabel;
+      double ysum = y[0];
       for (int32_t i = 1; i < c; ++i) {
-        ysum += A(y[i]);
+        if (!std::isfinite(y[i])) return Status::kNonFiniteSoftLabel;
+        ysum += y[i];
         if (y[i] > y[b1]) {
           b2 = b1;
           b1 = i;
         } else if (b2 < 0 || y[i] > y[b2]) {
           b2 = i;
         }
+      }
+      if (!(std::fabs(ysum) <= static_cast<double>(std::numeric_limits<A>::max()))) {
+        return Status::kNonFiniteSoftLabel;
       }
       if (!(y[b1] > 0.0f)) return Status::kEmptySoftLabelRow;
       tg.t1 = b1;
@@ -83,7 +142,7 @@ Status find_targets(const Labels& labels, int64_t n, int64_t c, int64_t ignore_i
         tg.t2 = b2;
         tg.v2 = A(y[b2]);
       }
-      tg.ysum = ysum;
+      tg.ysum = static_cast<A>(ysum);
     } else {
       const int64_t label = labels.kind == Labels::Kind::kIndex32
                                 ? static_cast<const int32_t*>(labels.data)[r]
@@ -136,9 +195,11 @@ void zero_row(T* g, int64_t c) {
 // agree, and one left out of line runs as baseline code.
 // A build that already targets AVX2 (-march=native, -mavx2) needs no clone, and must not get
 // one: GCC does not inline helpers compiled for a wider target into the x86-64-v3 clone.
+// Under ThreadSanitizer the loader would run the (instrumented) clone selector before TSan has
+// started, and the program would crash before main; under AddressSanitizer likewise.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__ELF__) && \
     !defined(__AVX2__) && !defined(__CUDACC__) && !defined(__SANITIZE_ADDRESS__) &&       \
-    !defined(FUSEDKD_NO_CPU_DISPATCH)
+    !defined(__SANITIZE_THREAD__) && !defined(FUSEDKD_NO_CPU_DISPATCH)
 #define FUSEDKD_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define FUSEDKD_CPU_CLONES
@@ -297,7 +358,9 @@ FUSEDKD_CPU_CLONES SplitStats<A> row_stats(const T* x, int32_t c, const RowTarge
   return st;
 }
 
-/// Validation shared by the teacher losses (NKD, KD, DKD).
+/// Validation shared by the teacher losses (NKD, KD, DKD) and USKD, by both backends: shapes,
+/// strides (none may reach past the address space), pointers, the common options in the range
+/// of the computation type acc_t<T>, the enums.
 template <typename T>
 Status check_pair(const Matrix<const T>& z, const Matrix<const T>& v, const Labels& labels,
                   const CommonOptions& o, const void* loss, const Matrix<T>& grad,
@@ -307,10 +370,11 @@ Status check_pair(const Matrix<const T>& z, const Matrix<const T>& v, const Labe
   Status s = check_input(z, n, c);
   if (s == Status::kSuccess) s = check_input(v, n, c);
   if (s == Status::kSuccess) s = check_output(grad, n, c);
-  if (s == Status::kSuccess) s = check_common(o, labels, labels_optional);
+  if (s == Status::kSuccess) s = check_common<acc_t<T>>(o, labels, labels_optional);
   if (s != Status::kSuccess) return s;
   if (loss == nullptr) return Status::kNullPointer;
-  if (labels.is_soft() && (labels.stride < 0 || (labels.stride > 0 && labels.stride < c))) {
+  if (labels.is_soft() && (labels.stride < 0 || (labels.stride > 0 && labels.stride < c) ||
+                           !extent_fits(n, c, labels.stride > 0 ? labels.stride : c, sizeof(float)))) {
     return Status::kShapeMismatch;
   }
   if (c < 2) return Status::kTooFewClasses;
@@ -361,8 +425,9 @@ Status run_pair_loss(Matrix<const T> z, Matrix<const T> v, Labels labels,
   if (s != Status::kSuccess) return s;
   const int64_t n = z.rows, c = z.cols;
   auto targets = scratch<RowTargets<A>>(n);
+  if (!targets) return Status::kOutOfMemory;
   auto row_loss = scratch<double>(n);
-  if (!targets || !row_loss) return Status::kOutOfMemory;
+  if (!row_loss) return Status::kOutOfMemory;
   int64_t active = 0;
   s = find_targets(labels, n, c, o.ignore_index, false, targets.get(), &active);
   if (s != Status::kSuccess) return s;

@@ -6,16 +6,18 @@
 
 namespace fusedkd {
 namespace detail {
-/// KD's own options are valid (both backends check them first).
-inline bool valid_options(const KdOptions& o) {
-  return valid_temperature(o.temperature) && std::isfinite(o.weight);
+/// KD's own options are valid in computation type A (both backends check them first; the
+/// CUDA backend computes in float, the default).
+template <typename A = float>
+bool valid_options(const KdOptions& o) {
+  return valid_temperature<A>(o.temperature) && option_in_range<A>(o.weight);
 }
 
 template <typename T>
 Status kd_cpu(Matrix<const T> z, Matrix<const T> v, Labels labels, const KdOptions& o,
               acc_t<T>* loss, Matrix<T> grad) {
   using A = acc_t<T>;
-  if (!valid_options(o)) return Status::kInvalidOption;
+  if (!valid_options<A>(o)) return Status::kInvalidOption;
   const A inv = A(1.0 / o.temperature), weight = A(o.weight), ce = A(o.ce_weight);
   return run_pair_loss(z, v, labels, o, 1.0 / o.temperature, true, o.ce_weight != 0.0, false, loss, grad,
                        [=](const SplitStats<A>& zs, const SplitStats<A>& vs,

@@ -140,12 +140,14 @@ FUSEDKD_CPU_CLONES void uskd_pass(const T* z, const T* w, const float* y, T* gz,
   }
 }
 
-/// USKD's checks of its options and arguments (both backends make them first).
+/// USKD's checks of its options and arguments (both backends make them first), the options in
+/// the range of the computation type acc_t<T>.
 template <typename T>
 Status check_uskd(const Matrix<const T>& z, const Matrix<const T>& w, const Labels& labels,
                   const UskdOptions& o, const void* loss, const Matrix<T>& gz,
                   const Matrix<T>& gw) {
-  if (!std::isfinite(o.alpha) || !std::isfinite(o.beta) || !std::isfinite(o.mu) ||
+  using A = acc_t<T>;
+  if (!option_in_range<A>(o.alpha) || !option_in_range<A>(o.beta) || !option_in_range<A>(o.mu) ||
       !(o.smoothing >= 0.0 && o.smoothing <= 1.0) ||
       (o.rank != UskdRank::kReference && o.rank != UskdRank::kPaper)) {
     return Status::kInvalidOption;
@@ -166,13 +168,22 @@ Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdO
   Status s = check_uskd(z, w, labels, o, loss, gz, gw);
   if (s != Status::kSuccess) return s;
   const bool soft = labels.is_soft();
+  if (n == 0) {  // an empty batch: no scratch, no O(C) work
+    write_loss(o, nullptr, 0, 0, loss);
+    return Status::kSuccess;
+  }
 
+  // One allocation at a time: the first that fails ends the call.
   auto targets = scratch<RowTargets<A>>(n);
+  if (!targets) return Status::kOutOfMemory;
   auto zstats = scratch<SplitStats<A>>(n);
+  if (!zstats) return Status::kOutOfMemory;
   auto wstats = scratch<SplitStats<A>>(n);
+  if (!wstats) return Status::kOutOfMemory;
   auto sq = scratch<A>(2 * n);  // S_t1^2, S_t2^2 per row
+  if (!sq) return Status::kOutOfMemory;
   auto row_loss = scratch<double>(n);
-  if (!targets || !zstats || !wstats || !sq || !row_loss) return Status::kOutOfMemory;
+  if (!row_loss) return Status::kOutOfMemory;
   int64_t active = 0;
   s = find_targets(labels, n, c, o.ignore_index, soft, targets.get(), &active);
   if (s != Status::kSuccess) return s;
@@ -182,8 +193,9 @@ Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdO
   threads = omp_get_max_threads();
 #endif
   auto order = scratch<RankEntry<A>>(2 * static_cast<int64_t>(threads) * c);
+  if (!order) return Status::kOutOfMemory;
   auto ranks = scratch<int32_t>(static_cast<int64_t>(threads) * c);
-  if (!order || !ranks) return Status::kOutOfMemory;
+  if (!ranks) return Status::kOutOfMemory;
 
   const int32_t c32 = static_cast<int32_t>(c);
 
