@@ -5,6 +5,11 @@
 // result is compared with, and the tolerances). Anything the checker cannot interpret exactly —
 // an unknown loss, dtype, option or option value, a missing file, a malformed .npy, a shape that
 // does not fit — is a CaseError whose message becomes the case's FAIL line.
+//
+// Cases are untrusted input: the JSON may nest at most kMaxJsonDepth deep, no JSON value is ever
+// serialised back (only its type, or a cut and escaped copy of a string: `shown`), every key of
+// case.json must be known, and N and C may not exceed the bytes the case's files hold (so a
+// 300-byte case cannot make the checker allocate gigabytes).
 #pragma once
 
 #include <algorithm>
@@ -12,6 +17,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -113,31 +119,62 @@ struct Case {
   Expected expected;
 };
 
+/// How deep case.json may nest (a conforming case needs 3).
+constexpr int kMaxJsonDepth = 16;
+
 namespace detail {
 
+/// Untrusted text as it may appear in a message: at most `max` bytes, and every byte that is not
+/// printable ASCII as \xNN (so a message stays one short line).
+inline std::string shown(const std::string& s, size_t max = 64) {
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < max; ++i) {
+    const unsigned char ch = static_cast<unsigned char>(s[i]);
+    if (ch >= 0x20 && ch < 0x7f && ch != '\\') {
+      out += static_cast<char>(ch);
+    } else {
+      static const char hex[] = "0123456789abcdef";
+      out += "\\x";
+      out += hex[ch >> 4];
+      out += hex[ch & 15];
+    }
+  }
+  if (s.size() > max) out += "... (" + std::to_string(s.size()) + " bytes)";
+  return out;
+}
+
+/// What a JSON value is, for a message: never the value itself (it may be huge or deep).
+inline std::string kind_of(const json& v) {
+  if (v.is_string()) return "the string '" + shown(v.get_ref<const std::string&>()) + "'";
+  if (v.is_number() || v.is_boolean() || v.is_null()) return v.dump();  // a scalar: short
+  if (v.is_array()) return "an array";
+  if (v.is_object()) return "an object";
+  return "a binary value";
+}
+
 inline double number(const json& v, const std::string& what) {
-  if (!v.is_number()) throw CaseError(what + " must be a number, found " + v.dump());
+  if (!v.is_number()) throw CaseError(what + " must be a number, found " + kind_of(v));
   return v.get<double>();
 }
 
 inline std::string text(const json& v, const std::string& what) {
-  if (!v.is_string()) throw CaseError(what + " must be a string, found " + v.dump());
+  if (!v.is_string()) throw CaseError(what + " must be a string, found " + kind_of(v));
   return v.get<std::string>();
 }
 
 /// Sets one of the options every loss has. Returns false when `key` is not one of them.
 inline bool common_option(fusedkd::CommonOptions& o, const std::string& key, const json& v) {
-  const std::string what = "option '" + key + "'";
+  const std::string what = "option '" + shown(key) + "'";
   if (key == "reduction") {
     const std::string r = text(v, what);
     if (r == "mean") o.reduction = fusedkd::Reduction::kMean;
     else if (r == "sum") o.reduction = fusedkd::Reduction::kSum;
     else if (r == "none") o.reduction = fusedkd::Reduction::kNone;
-    else throw CaseError("unknown reduction '" + r + "' (mean, sum or none)");
+    else throw CaseError("unknown reduction '" + shown(r) + "' (mean, sum or none)");
   } else if (key == "ignore_index") {
     const double d = number(v, what);
     if (!(std::floor(d) == d) || std::fabs(d) > 9.0e15)
-      throw CaseError("option 'ignore_index' must be an integer, found " + v.dump());
+      throw CaseError("option 'ignore_index' must be an integer, found " + kind_of(v));
     o.ignore_index = v.is_number_integer() ? v.get<int64_t>() : static_cast<int64_t>(d);
   } else if (key == "grad_scale") {
     o.grad_scale = number(v, what);
@@ -154,7 +191,7 @@ inline void parse_options(Problem& p, const json& opts) {
   for (auto it = opts.begin(); it != opts.end(); ++it) {
     const std::string& key = it.key();
     const json& v = it.value();
-    const std::string what = "option '" + key + "'";
+    const std::string what = "option '" + shown(key) + "'";
     bool known = false;
     switch (p.loss) {
       case LossKind::kNkd:
@@ -172,7 +209,7 @@ inline void parse_options(Problem& p, const json& opts) {
           const std::string r = text(v, what);
           if (r == "reference") p.uskd.rank = fusedkd::UskdRank::kReference;
           else if (r == "paper") p.uskd.rank = fusedkd::UskdRank::kPaper;
-          else throw CaseError("unknown rank '" + r + "' (reference or paper)");
+          else throw CaseError("unknown rank '" + shown(r) + "' (reference or paper)");
           known = true;
         }
         break;
@@ -189,18 +226,22 @@ inline void parse_options(Problem& p, const json& opts) {
         break;
     }
     if (!known)
-      throw CaseError("unknown option '" + key + "' for " + loss_name(p.loss));
+      throw CaseError("unknown option '" + shown(key) + "' for " + loss_name(p.loss));
   }
 }
 
+/// Reads the array that files[key] names. Adds the file's size to `bytes`.
 inline npy::Array load_array(const std::filesystem::path& dir, const json& files,
-                             const std::string& key, const std::string& section) {
+                             const std::string& key, const std::string& section,
+                             uint64_t& bytes) {
   const std::string what = section + "." + key;
   const std::string name = text(files.at(key), what);
   try {
-    return npy::load((dir / name).string());
+    npy::Array a = npy::load((dir / name).string());
+    bytes += a.file_bytes;
+    return a;
   } catch (const npy::Error& e) {
-    throw CaseError(what + ": " + e.what());
+    throw CaseError(what + " (" + shown(name) + "): " + shown(e.what(), 300));
   }
 }
 
@@ -237,16 +278,33 @@ inline Case load_case(const std::filesystem::path& dir) {
   Expected& e = cs.expected;
 
   json j;
+  uint64_t bytes = 0;  // the bytes the case's files hold: bounds N and C
   {
-    std::ifstream in(dir / "case.json");
+    std::ifstream in(dir / "case.json", std::ios::binary);
     if (!in) throw CaseError("cannot open case.json");
+    const std::string textual((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    bytes += textual.size();
+    // Refuse deep nesting while parsing, before anything recursive (the value's destructor,
+    // a comparison) can meet it.
+    const json::parser_callback_t depth_limit = [](int depth, json::parse_event_t, json&) {
+      if (depth > kMaxJsonDepth)
+        throw CaseError("case.json nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+      return true;
+    };
     try {
-      j = json::parse(in);
+      j = json::parse(textual, depth_limit);
     } catch (const json::exception& ex) {
-      throw CaseError(std::string("case.json is not valid JSON: ") + ex.what());
+      throw CaseError("case.json is not valid JSON: " + detail::shown(ex.what(), 200));
     }
   }
   if (!j.is_object()) throw CaseError("case.json must hold an object");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    if (k != "loss" && k != "dtype" && k != "options" && k != "tolerance" && k != "inputs" &&
+        k != "expected")
+      throw CaseError("unknown key '" + detail::shown(k) +
+                      "' in case.json (loss, dtype, options, tolerance, inputs, expected)");
+  }
   for (const char* key : {"loss", "inputs", "expected"})
     if (!j.contains(key)) throw CaseError(std::string("case.json has no '") + key + "'");
 
@@ -255,7 +313,7 @@ inline Case load_case(const std::filesystem::path& dir) {
   else if (loss == "uskd") p.loss = LossKind::kUskd;
   else if (loss == "kd") p.loss = LossKind::kKd;
   else if (loss == "dkd") p.loss = LossKind::kDkd;
-  else throw CaseError("unknown loss '" + loss + "' (nkd, uskd, kd or dkd)");
+  else throw CaseError("unknown loss '" + detail::shown(loss) + "' (nkd, uskd, kd or dkd)");
 
   const std::string dtype = j.contains("dtype") ? text(j["dtype"], "'dtype'") : "float32";
   if (dtype == "float32") {
@@ -268,7 +326,7 @@ inline Case load_case(const std::filesystem::path& dir) {
     p.dtype = DType::kBFloat16;
     e.loss_rtol = 1e-3, e.grad_rtol = 1e-2;
   } else {
-    throw CaseError("unknown dtype '" + dtype + "' (float32, float16 or bfloat16)");
+    throw CaseError("unknown dtype '" + detail::shown(dtype) + "' (float32, float16 or bfloat16)");
   }
 
   if (j.contains("options")) detail::parse_options(p, j["options"]);
@@ -279,7 +337,7 @@ inline Case load_case(const std::filesystem::path& dir) {
     for (auto it = t.begin(); it != t.end(); ++it) {
       if (it.key() == "loss_rtol") e.loss_rtol = detail::number(it.value(), "tolerance.loss_rtol");
       else if (it.key() == "grad_rtol") e.grad_rtol = detail::number(it.value(), "tolerance.grad_rtol");
-      else throw CaseError("unknown tolerance '" + it.key() + "' (loss_rtol, grad_rtol)");
+      else throw CaseError("unknown tolerance '" + detail::shown(it.key()) + "' (loss_rtol, grad_rtol)");
     }
   }
 
@@ -289,17 +347,17 @@ inline Case load_case(const std::filesystem::path& dir) {
   const char* other_key = p.has_weak() ? "weak" : "teacher";
   for (auto it = in.begin(); it != in.end(); ++it)
     if (it.key() != "student" && it.key() != other_key && it.key() != "labels")
-      throw CaseError("unexpected input '" + it.key() + "' for " + loss_name(p.loss));
+      throw CaseError("unexpected input '" + detail::shown(it.key()) + "' for " + loss_name(p.loss));
   if (!in.contains("student")) throw CaseError("inputs.student is missing");
   if (!in.contains(other_key)) throw CaseError(std::string("inputs.") + other_key + " is missing");
 
-  p.student = detail::logits(detail::load_array(dir, in, "student", "inputs"), "inputs.student",
-                             p.dtype, p.n, p.c);
-  p.other = detail::logits(detail::load_array(dir, in, other_key, "inputs"),
+  p.student = detail::logits(detail::load_array(dir, in, "student", "inputs", bytes),
+                             "inputs.student", p.dtype, p.n, p.c);
+  p.other = detail::logits(detail::load_array(dir, in, other_key, "inputs", bytes),
                            std::string("inputs.") + other_key, p.dtype, p.other_rows, p.other_cols);
 
   if (in.contains("labels")) {
-    const npy::Array a = detail::load_array(dir, in, "labels", "inputs");
+    const npy::Array a = detail::load_array(dir, in, "labels", "inputs", bytes);
     if (!npy::is_float(a.type)) {
       if (a.ndim() != 1 || a.shape[0] != p.n)
         throw CaseError("inputs.labels: hard labels must be [N] = (" + std::to_string(p.n) +
@@ -325,6 +383,13 @@ inline Case load_case(const std::filesystem::path& dir) {
     }
   }
 
+  // Every buffer the checker makes holds N, C or N * C values; an (N, 0) array holds no bytes
+  // whatever N says. A real case has at least one byte per row and per class.
+  if (static_cast<uint64_t>(p.n) > bytes || static_cast<uint64_t>(p.c) > bytes ||
+      static_cast<uint64_t>(p.other_rows) > bytes || static_cast<uint64_t>(p.other_cols) > bytes)
+    throw CaseError("the shape (" + std::to_string(p.n) + ", " + std::to_string(p.c) +
+                    ") is larger than the case's " + std::to_string(bytes) + " bytes of files");
+
   // ---- expected
   const json& ex = j["expected"];
   if (!ex.is_object()) throw CaseError("'expected' must be an object");
@@ -333,27 +398,30 @@ inline Case load_case(const std::filesystem::path& dir) {
     if (e.error.empty()) throw CaseError("expected.error is empty");
     for (auto it = ex.begin(); it != ex.end(); ++it)
       if (it.key() != "error")
-        throw CaseError("expected.error comes with an unexpected '" + it.key() + "'");
+        throw CaseError("expected.error comes with an unexpected '" + detail::shown(it.key()) + "'");
     return cs;
   }
   for (auto it = ex.begin(); it != ex.end(); ++it)
     if (it.key() != "loss" && it.key() != "grad_student" &&
         !(p.has_weak() && it.key() == "grad_weak"))
-      throw CaseError("unexpected expected." + it.key() + " for " + loss_name(p.loss));
+      throw CaseError("unexpected expected." + detail::shown(it.key()) + " for " + loss_name(p.loss));
+  // A result is the loss and every gradient: a case that leaves one out checks less than it says.
   if (!ex.contains("loss")) throw CaseError("expected.loss is missing");
+  if (!ex.contains("grad_student")) throw CaseError("expected.grad_student is missing");
+  if (p.has_weak() && !ex.contains("grad_weak")) throw CaseError("expected.grad_weak is missing");
   const bool none = p.common().reduction == fusedkd::Reduction::kNone;
-  e.loss = detail::expected_array(detail::load_array(dir, ex, "loss", "expected"), "expected.loss",
+  e.loss = detail::expected_array(detail::load_array(dir, ex, "loss", "expected", bytes), "expected.loss",
                                   p.loss_count(),
                                   none ? "[N] = " + std::to_string(p.n) : std::string("1"));
   const std::string nc = "[N, C] = " + std::to_string(p.n * p.c);
   if (ex.contains("grad_student")) {
     e.has_grad_student = true;
-    e.grad_student = detail::expected_array(detail::load_array(dir, ex, "grad_student", "expected"),
+    e.grad_student = detail::expected_array(detail::load_array(dir, ex, "grad_student", "expected", bytes),
                                             "expected.grad_student", p.n * p.c, nc);
   }
   if (ex.contains("grad_weak")) {
     e.has_grad_weak = true;
-    e.grad_weak = detail::expected_array(detail::load_array(dir, ex, "grad_weak", "expected"),
+    e.grad_weak = detail::expected_array(detail::load_array(dir, ex, "grad_weak", "expected", bytes),
                                          "expected.grad_weak", p.n * p.c, nc);
   }
   return cs;

@@ -302,6 +302,8 @@ int usage(FILE* f, int code) {
 
 }  // namespace
 
+// FUSEDKD_CHECK_NO_MAIN: the fuzzer (tests/fuzz) includes this file for check_case.
+#if !defined(FUSEDKD_CHECK_NO_MAIN)
 int main(int argc, char** argv) {
   std::string device = "cpu", filter;
   std::vector<std::string> paths;
@@ -366,7 +368,9 @@ int main(int argc, char** argv) {
     } catch (const std::exception& e) {  // e.g. bad_alloc on a huge case
       line = std::string("error: ") + e.what();
     }
-    std::printf("%s %s  %s\n", ok ? "PASS" : "FAIL", c.name.c_str(), line.c_str());
+    // Names and messages carry untrusted text: escaped (no newline can forge a line) and cut.
+    std::printf("%s %s  %s\n", ok ? "PASS" : "FAIL", detail::shown(c.name, 200).c_str(),
+                detail::shown(line, 1000).c_str());
     std::fflush(stdout);
     (ok ? passed : failed) += 1;
   }
@@ -375,3 +379,4 @@ int main(int argc, char** argv) {
   std::printf("%d passed, %d failed\n", passed, failed);
   return (failed == 0 && passed > 0) ? 0 : 1;
 }
+#endif  // FUSEDKD_CHECK_NO_MAIN

@@ -105,6 +105,9 @@ class HeaderParser {
     }
     if (!have_descr || !have_fortran || !have_shape)
       fail("the header lacks 'descr', 'fortran_order' or 'shape'");
+    // After the dict: only the padding NumPy writes (spaces, then a newline).
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\n')) ++i_;
+    if (i_ != s_.size()) fail("junk after the header dict");
   }
 
  private:
@@ -182,6 +185,7 @@ class HeaderParser {
 /// An array read from a .npy file: its element type, shape and raw little-endian bytes.
 struct Array {
   Type type = Type::kF4;
+  uint64_t file_bytes = 0;  ///< the size of the file it was read from
   std::vector<int64_t> shape;
   std::vector<unsigned char> bytes;
 
@@ -260,7 +264,10 @@ inline Array load(const std::string& path) {
   if (file_size < 10 || !in.read(reinterpret_cast<char*>(pre), 10))
     throw Error(path + ": too short to be a .npy file");
   if (std::memcmp(pre, "\x93NUMPY", 6) != 0) throw Error(path + ": not a .npy file (bad magic)");
-  const int major = pre[6];
+  const int major = pre[6], minor = pre[7];
+  if (minor != 0)
+    throw Error(path + ": unsupported .npy format version " + std::to_string(major) + "." +
+                std::to_string(minor) + " (1.0, 2.0 and 3.0)");
   uint64_t header_len = 0;
   std::streamoff data_start = 0;
   if (major == 1) {
@@ -285,6 +292,7 @@ inline Array load(const std::string& path) {
   std::string d;
   bool fortran = false;
   Array a;
+  a.file_bytes = static_cast<uint64_t>(file_size);
   try {
     detail::HeaderParser(header).parse(d, fortran, a.shape);
   } catch (const Error& e) {
