@@ -160,9 +160,11 @@ Status check_uskd(const Matrix<const T>& z, const Matrix<const T>& w, const Labe
   return Status::kSuccess;
 }
 
+/// `batch_sums`: null for the mean of S_tk^2 over this call's rows; else {sum S_t1^2, sum S_t2^2,
+/// rows} of a larger batch (data_parallel.hpp), whose mean is used instead.
 template <typename T>
 Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdOptions& o,
-                acc_t<T>* loss, Matrix<T> gz, Matrix<T> gw) {
+                acc_t<T>* loss, Matrix<T> gz, Matrix<T> gw, const double* batch_sums = nullptr) {
   using A = acc_t<T>;
   const int64_t n = z.rows, c = z.cols;
   Status s = check_uskd(z, w, labels, o, loss, gz, gw);
@@ -222,6 +224,10 @@ FUSEDKD_PARALLEL_ROWS(n * c)
   if (active > 0) {
     mean1 /= static_cast<double>(active);
     mean2 /= static_cast<double>(active);
+  }
+  if (batch_sums != nullptr) {
+    mean1 = batch_sums[2] > 0.0 ? batch_sums[0] / batch_sums[2] : 0.0;
+    mean2 = batch_sums[2] > 0.0 ? batch_sums[1] / batch_sums[2] : 0.0;
   }
 
   const A h = harmonic<A>(c);
