@@ -47,7 +47,8 @@ apt_get() {
 packages=("$@")
 if [ ${#packages[@]} -eq 0 ]; then
   packages=(cmake g++ make pkg-config libgtest-dev libbenchmark-dev libtorch-dev
-            nlohmann-json3-dev libopenblas-dev zlib1g-dev dataset-fashion-mnist)
+            nlohmann-json3-dev libopenblas-dev zlib1g-dev dataset-fashion-mnist
+            libopenmpi-dev openmpi-bin)
 fi
 
 if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then

@@ -24,6 +24,7 @@ enum class Status {
   kCudaError,          ///< a CUDA runtime call or kernel launch failed
   kNonFiniteSoftLabel, ///< a soft label is NaN or infinite, or a soft row's sum is beyond the
                        ///< computation type (float: 3.4e38)
+  kCommError,          ///< a collective of a dist/ adapter (MPI, NCCL) failed
 };
 
 /// Short stable name, e.g. "label_out_of_range" (the conformance format's error names).
@@ -42,6 +43,7 @@ inline const char* status_name(Status s) {
     case Status::kNotSupported: return "not_supported";
     case Status::kCudaError: return "cuda_error";
     case Status::kNonFiniteSoftLabel: return "non_finite_soft_label";
+    case Status::kCommError: return "comm_error";
   }
   return "unknown_status";
 }
@@ -69,6 +71,7 @@ inline const char* status_string(Status s) {
     case Status::kCudaError: return "a CUDA call or kernel launch failed";
     case Status::kNonFiniteSoftLabel:
       return "a soft label is NaN or infinite, or a soft-label row sums beyond the computation type";
+    case Status::kCommError: return "a collective (MPI or NCCL) of a fusedkd/dist adapter failed";
   }
   return "unknown status";
 }
