@@ -62,6 +62,7 @@ struct ShardLoss<DkdOptions> {
 template <typename T>
 Status check_slice(const Matrix<T>& m, int64_t n, int64_t width) {
   if (m.rows != n || m.cols != width || m.stride < width) return Status::kShapeMismatch;
+  if (!extent_fits(n, width, m.stride, sizeof(T))) return Status::kShapeMismatch;
   if (m.data == nullptr && n > 0 && width > 0) return Status::kNullPointer;
   return Status::kSuccess;
 }
@@ -72,16 +73,17 @@ template <class O, typename T, typename A>
 Status shard_setup(const Matrix<const T>& z, const Matrix<const T>& v, const Labels& labels,
                    const Shard& sh, const O& o, const void* out, RowTargets<A>* targets,
                    int64_t* active) {
-  if (!valid_options(o)) return Status::kInvalidOption;
+  if (!valid_options<A>(o)) return Status::kInvalidOption;
   const int64_t n = z.rows, w = z.cols, c = sh.classes;
   if (n < 0 || w < 0 || c < 0) return Status::kNegativeSize;
   Status s = check_slice(z, n, w);
   if (s == Status::kSuccess) s = check_slice(v, n, w);
-  if (s == Status::kSuccess) s = check_common(o, labels, ShardLoss<O>::kLabelsOptional);
+  if (s == Status::kSuccess) s = check_common<A>(o, labels, ShardLoss<O>::kLabelsOptional);
   if (s != Status::kSuccess) return s;
   if (out == nullptr) return Status::kNullPointer;
   if (sh.first < 0 || sh.first > c - w) return Status::kShapeMismatch;
-  if (labels.is_soft() && (labels.stride < 0 || (labels.stride > 0 && labels.stride < c))) {
+  if (labels.is_soft() && (labels.stride < 0 || (labels.stride > 0 && labels.stride < c) ||
+                           !extent_fits(n, c, labels.stride > 0 ? labels.stride : c, sizeof(float)))) {
     return Status::kShapeMismatch;
   }
   if (c < 2) return Status::kTooFewClasses;
@@ -156,8 +158,9 @@ Status shard_finish_cpu(Matrix<const T> z, Matrix<const T> v, Labels labels, Sha
   using A = acc_t<T>;
   const int64_t n = z.rows, w = z.cols;
   auto targets = scratch<RowTargets<A>>(n);
+  if (!targets) return Status::kOutOfMemory;
   auto row_loss = scratch<double>(n);
-  if (!targets || !row_loss) return Status::kOutOfMemory;
+  if (!row_loss) return Status::kOutOfMemory;
   int64_t active = 0;
   Status s = shard_setup(z, v, labels, sh, o, share, targets.get(), &active);
   if (s != Status::kSuccess) return s;
