@@ -354,8 +354,9 @@ Result forward(const at::Tensor& a, const at::Tensor& b, const c10::optional<at:
 }
 
 /// The autograd node: forward runs the fused loss with its gradient, backward scales it.
-template <typename Loss>
-struct Function : public torch::autograd::Function<Function<Loss>> {
+/// `Self` names the node (grad_fn shows NkdFunction, ...).
+template <typename Loss, typename Self>
+struct FusedFunction : public torch::autograd::Function<Self> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& a,
                             const at::Tensor& b, const c10::optional<at::Tensor>& labels,
                             const typename Loss::Options& o) {
@@ -384,6 +385,22 @@ struct Function : public torch::autograd::Function<Function<Loss>> {
   }
 };
 
+struct NkdFunction : FusedFunction<Nkd, NkdFunction> {};
+struct KdFunction : FusedFunction<Kd, KdFunction> {};
+struct DkdFunction : FusedFunction<Dkd, DkdFunction> {};
+struct UskdFunction : FusedFunction<Uskd, UskdFunction> {};
+
+template <typename Loss>
+struct FunctionOf;
+template <>
+struct FunctionOf<Nkd> { using type = NkdFunction; };
+template <>
+struct FunctionOf<Kd> { using type = KdFunction; };
+template <>
+struct FunctionOf<Dkd> { using type = DkdFunction; };
+template <>
+struct FunctionOf<Uskd> { using type = UskdFunction; };
+
 template <typename Loss>
 at::Tensor call(const at::Tensor& a, const at::Tensor& b, const c10::optional<at::Tensor>& labels,
                 const typename Loss::Options& o) {
@@ -391,7 +408,7 @@ at::Tensor call(const at::Tensor& a, const at::Tensor& b, const c10::optional<at
       at::GradMode::is_enabled() && ((a.defined() && a.requires_grad()) ||
                                      (Loss::kTwoGrads && b.defined() && b.requires_grad()));
   if (!needs_grad) return detail::forward<Loss>(a, b, labels, o, /*want_grad=*/false).loss;
-  return Function<Loss>::apply(a, b, labels, o);
+  return FunctionOf<Loss>::type::apply(a, b, labels, o);
 }
 
 inline Reduction parse_reduction(const char* op, c10::string_view r) {
