@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -178,8 +179,14 @@ def main():
             cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    except OSError:
+        commit = ""
     meta = dict(cpu=cpu, cpus=os.cpu_count(), torch=torch.__version__, python=platform.python_version(),
-                threads=torch.get_num_threads(), reps=args.reps,
+                threads=torch.get_num_threads(), reps=args.reps, commit=commit or "unknown",
+                load_average=os.getloadavg()[0],
                 date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     lines = ["| loss | N | C | fused (ms) | released (ms) | speed-up | fused wall (ms) | released wall (ms) |",
              "|---|---|---|---|---|---|---|---|"]
@@ -188,7 +195,8 @@ def main():
                      f"{r['released_cpu_ms']:.3f} | {r['speedup_cpu']:.1f}x | {r['fused_wall_ms']:.3f} | "
                      f"{r['released_wall_ms']:.3f} |")
     table = "\n".join(lines)
-    print(f"{meta['cpu']}, {meta['cpus']} CPUs, torch {meta['torch']}, 1 thread, median of {args.reps}")
+    print(f"{meta['cpu']}, {meta['cpus']} CPUs, torch {meta['torch']}, commit {meta['commit']}, "
+          f"1 thread, median of {args.reps}, load average {meta['load_average']:.1f} at the end")
     print(table)
     if args.json:
         with open(args.json, "w") as f:
