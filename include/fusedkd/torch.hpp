@@ -336,6 +336,8 @@ Result forward(const at::Tensor& a, const at::Tensor& b, const c10::optional<at:
   TORCH_CHECK(o.grad_scale == 1.0, Loss::kName,
               ": options.grad_scale must be 1 here (autograd passes the upstream gradient)");
   const LabelView y = label_view(Loss::kName, labels, a, Loss::kLabelsOptional);
+  TORCH_CHECK(y.labels.kind != Labels::Kind::kNone || o.ce_weight == 0.0, Loss::kName,
+              ": ce_weight needs labels (the cross-entropy term's target)");
   if (a.size(0) == 0) {  // an empty batch: loss 0 (mean, sum) or [0]; tensors have no data
     const auto opts = a.options();
     Result r{o.reduction == Reduction::kNone ? at::zeros({0}, opts) : at::zeros(no_dims(), opts)};
