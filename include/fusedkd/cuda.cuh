@@ -31,7 +31,18 @@
 //     first, synchronizes, and returns the error having written nothing, like the CPU backend
 //     (this one synchronizes: not for graph capture).
 // A launch failure returns kCudaError. A combination the kernels do not handle returns
-// kNotSupported (N or C beyond 2^31 - 1).
+// kNotSupported (N or C beyond 2^31 - 1; a pointer not aligned to its element type, e.g. int64
+// labels at an address that is not a multiple of 8).
+//
+// CUDA's error state. A call reports the failures of its own work only: each launch's own return
+// value, never cudaGetLastError, so an error that the caller's earlier CUDA work left pending is
+// neither blamed on this call nor cleared (a sticky error — a corrupted context — fails every
+// launch and is reported). One exception: USKD with C > 4096 runs CUB's segmented sort, which
+// reads the last-error state itself; there a pending error makes the call return kCudaError.
+//
+// Compile time. The overloads below are function templates in disguise (a defaulted, unused
+// template parameter): a translation unit that includes this header compiles the kernels of the
+// overloads it calls, not all 45 (4 losses x 3 types x kernel paths).
 #pragma once
 
 #if !defined(__CUDACC__)
@@ -79,56 +90,68 @@ inline size_t uskd_workspace_size(int64_t n, int64_t c, Labels::Kind labels = La
 inline Status check(const void* workspace, cudaStream_t stream = nullptr);
 
 // ---- NKD ---------------------------------------------------------------------------------------
+template <int kDeferred = 0>
 inline Status nkd(Matrix<const float> student, Matrix<const float> teacher, Labels labels,
                   const NkdOptions& options, float* loss, Matrix<float> grad_student, void* workspace,
                   size_t workspace_bytes, cudaStream_t stream = nullptr,
                   Validation validation = Validation::kAsync);
+template <int kDeferred = 0>
 inline Status nkd(Matrix<const __half> student, Matrix<const __half> teacher, Labels labels,
                   const NkdOptions& options, float* loss, Matrix<__half> grad_student, void* workspace,
                   size_t workspace_bytes, cudaStream_t stream = nullptr,
                   Validation validation = Validation::kAsync);
+template <int kDeferred = 0>
 inline Status nkd(Matrix<const __nv_bfloat16> student, Matrix<const __nv_bfloat16> teacher, Labels labels,
                   const NkdOptions& options, float* loss, Matrix<__nv_bfloat16> grad_student,
                   void* workspace, size_t workspace_bytes, cudaStream_t stream = nullptr,
                   Validation validation = Validation::kAsync);
 
 // ---- KD (Labels::none() allowed when ce_weight == 0) -------------------------------------------
+template <int kDeferred = 0>
 inline Status kd(Matrix<const float> student, Matrix<const float> teacher, Labels labels,
                  const KdOptions& options, float* loss, Matrix<float> grad_student, void* workspace,
                  size_t workspace_bytes, cudaStream_t stream = nullptr,
                  Validation validation = Validation::kAsync);
+template <int kDeferred = 0>
 inline Status kd(Matrix<const __half> student, Matrix<const __half> teacher, Labels labels,
                  const KdOptions& options, float* loss, Matrix<__half> grad_student, void* workspace,
                  size_t workspace_bytes, cudaStream_t stream = nullptr,
                  Validation validation = Validation::kAsync);
+template <int kDeferred = 0>
 inline Status kd(Matrix<const __nv_bfloat16> student, Matrix<const __nv_bfloat16> teacher, Labels labels,
                  const KdOptions& options, float* loss, Matrix<__nv_bfloat16> grad_student,
                  void* workspace, size_t workspace_bytes, cudaStream_t stream = nullptr,
                  Validation validation = Validation::kAsync);
 
 // ---- DKD ---------------------------------------------------------------------------------------
+template <int kDeferred = 0>
 inline Status dkd(Matrix<const float> student, Matrix<const float> teacher, Labels labels,
                   const DkdOptions& options, float* loss, Matrix<float> grad_student, void* workspace,
                   size_t workspace_bytes, cudaStream_t stream = nullptr,
                   Validation validation = Validation::kAsync);
+template <int kDeferred = 0>
 inline Status dkd(Matrix<const __half> student, Matrix<const __half> teacher, Labels labels,
                   const DkdOptions& options, float* loss, Matrix<__half> grad_student, void* workspace,
                   size_t workspace_bytes, cudaStream_t stream = nullptr,
                   Validation validation = Validation::kAsync);
+template <int kDeferred = 0>
 inline Status dkd(Matrix<const __nv_bfloat16> student, Matrix<const __nv_bfloat16> teacher, Labels labels,
                   const DkdOptions& options, float* loss, Matrix<__nv_bfloat16> grad_student,
                   void* workspace, size_t workspace_bytes, cudaStream_t stream = nullptr,
                   Validation validation = Validation::kAsync);
 
 // ---- USKD (grad_student and grad_weak: both, or both empty) ------------------------------------
+template <int kDeferred = 0>
 inline Status uskd(Matrix<const float> student, Matrix<const float> weak, Labels labels,
                    const UskdOptions& options, float* loss, Matrix<float> grad_student,
                    Matrix<float> grad_weak, void* workspace, size_t workspace_bytes,
                    cudaStream_t stream = nullptr, Validation validation = Validation::kAsync);
+template <int kDeferred = 0>
 inline Status uskd(Matrix<const __half> student, Matrix<const __half> weak, Labels labels,
                    const UskdOptions& options, float* loss, Matrix<__half> grad_student,
                    Matrix<__half> grad_weak, void* workspace, size_t workspace_bytes,
                    cudaStream_t stream = nullptr, Validation validation = Validation::kAsync);
+template <int kDeferred = 0>
 inline Status uskd(Matrix<const __nv_bfloat16> student, Matrix<const __nv_bfloat16> weak, Labels labels,
                    const UskdOptions& options, float* loss, Matrix<__nv_bfloat16> grad_student,
                    Matrix<__nv_bfloat16> grad_weak, void* workspace, size_t workspace_bytes,
@@ -146,8 +169,7 @@ using cuda_detail::LabelArgs;
 
 inline size_t pair_workspace_size(int64_t n) {
   Carver cv(nullptr);
-  cv.take<Header>(1);
-  cv.take<float>(static_cast<size_t>(n > 0 ? n : 0));
+  cuda_detail::carve_batch(cv, n > 0 ? n : 0);
   return cv.bytes();
 }
 
@@ -169,13 +191,29 @@ inline Status read_status(const Header* h, cudaStream_t stream) {
       cudaStreamSynchronize(stream) != cudaSuccess) {
     return Status::kCudaError;
   }
-  return static_cast<Status>(word);
+  return cuda_detail::status_from_word(word);
 }
 
-/// The label pre-pass (and, for Validation::kSync, the device-side validation and its wait).
-inline Status prepass(const LabelArgs& labels, int64_t n, int64_t c, Header* header, bool harmonic,
-                      int* offsets, int offsets_count, const CommonOptions& o, float* loss,
-                      Validation validation, cudaStream_t stream) {
+/// Whether every pointer of a call is aligned for its element type (labels: their kind's).
+template <typename T>
+bool pointers_aligned(const T* a, const typename cuda_detail::NoDeduce<T>::type* b,
+                      const typename cuda_detail::NoDeduce<T>::type* g1,
+                      const typename cuda_detail::NoDeduce<T>::type* g2, const float* loss, const LabelArgs& l) {
+  using cuda_detail::element_aligned;
+  return element_aligned(a, sizeof(T)) && element_aligned(b, sizeof(T)) && element_aligned(g1, sizeof(T)) &&
+         element_aligned(g2, sizeof(T)) && element_aligned(loss, sizeof(float)) && cuda_detail::labels_aligned(l);
+}
+
+/// Zeroes the workspace's Header and segment counters, then runs the label pre-pass (and, for
+/// Validation::kSync, the device-side validation and its wait). A template so that only the
+/// translation units that call a loss compile its kernels.
+template <int kDeferred = 0>
+Status prepass(const LabelArgs& labels, int64_t n, int64_t c, const cuda_detail::BatchParts& batch, bool harmonic,
+               int* offsets, int offsets_count, const CommonOptions& o, float* loss, Validation validation,
+               cudaStream_t stream) {
+  Header* header = batch.header;
+  Status s = cuda_detail::cuda_status(cudaMemsetAsync(header, 0, batch.reset_bytes, stream));
+  if (s != Status::kSuccess) return s;
   cuda_detail::PrepassArgs p;
   p.labels = labels;
   p.n = n;
@@ -186,12 +224,12 @@ inline Status prepass(const LabelArgs& labels, int64_t n, int64_t c, Header* hea
   p.offsets_count = offsets_count;
   p.loss = loss;
   p.zero_loss = n == 0 && o.reduction != Reduction::kNone;
-  cuda_detail::prepass_kernel<0><<<1, cuda_detail::kPrepassThreads, 0, stream>>>(p);
-  Status s = cuda_detail::launch_status();
+  s = cuda_detail::launch(cuda_detail::prepass_kernel<kDeferred>, cuda_detail::prepass_blocks(n),
+                          cuda_detail::kPrepassThreads, stream, p);
   if (s != Status::kSuccess || validation != Validation::kSync) return s;
   if (labels.kind == Labels::Kind::kSoft && n > 0) {
-    cuda_detail::soft_check_kernel<0><<<static_cast<unsigned int>(n), 256, 0, stream>>>(labels, c, header);
-    s = cuda_detail::launch_status();
+    s = cuda_detail::launch(cuda_detail::soft_check_kernel<kDeferred>, static_cast<unsigned int>(n), 256, stream,
+                            labels, c, header);
     if (s != Status::kSuccess) return s;
   }
   return read_status(header, stream);
@@ -209,11 +247,14 @@ Status run_pair(Matrix<const T> z, Matrix<const T> v, const Labels& labels, cons
   if (workspace_bytes < pair_workspace_size(n)) return Status::kWorkspaceTooSmall;
   if (workspace == nullptr) return Status::kNullPointer;
 
-  Carver cv(workspace);
-  Header* header = cv.take<Header>(1);
-  float* row_loss = cv.take<float>(static_cast<size_t>(n));
   const LabelArgs la = label_args(labels, c, o.ignore_index);
-  s = prepass(la, n, c, header, false, nullptr, 0, o, loss, validation, stream);
+  if (!pointers_aligned(z.data, v.data, g.data, nullptr, loss, la)) {
+    return Status::kNotSupported;
+  }
+
+  Carver cv(workspace);
+  const cuda_detail::BatchParts batch = cuda_detail::carve_batch(cv, n);
+  s = prepass(la, n, c, batch, false, nullptr, 0, o, loss, validation, stream);
   if (s != Status::kSuccess || n == 0) return s;
 
   cuda_detail::PairArgs<T> a;
@@ -231,8 +272,9 @@ Status run_pair(Matrix<const T> z, Matrix<const T> v, const Labels& labels, cons
   a.reduction = o.reduction;
   a.grad_scale = o.grad_scale;
   a.loss = loss;
-  a.header = header;
-  a.row_loss = row_loss;
+  a.header = batch.header;
+  a.row_loss = batch.row_loss;
+  a.batch = cuda_detail::batch_refs(batch);
   return cuda_detail::launch_pair(a, family, stream);
 }
 
@@ -273,12 +315,15 @@ Status uskd(Matrix<const T> z, Matrix<const T> w, const Labels& labels, const Us
   const cuda_detail::UskdLayout l = cuda_detail::uskd_layout(ws, n, c);
   if (ws_bytes < l.bytes) return Status::kWorkspaceTooSmall;
   if (ws == nullptr) return Status::kNullPointer;
+  const LabelArgs la = label_args(labels, c, o.ignore_index);
+  if (!pointers_aligned(z.data, w.data, gz.data, gz.data != nullptr ? gw.data : nullptr, loss, la)) {
+    return Status::kNotSupported;
+  }
   const int index_bits = cuda_detail::index_bits_of(c);
   s = cuda_detail::uskd_check_cub_bytes(l, c, index_bits);
   if (s != Status::kSuccess) return s;
 
-  const LabelArgs la = label_args(labels, c, o.ignore_index);
-  s = prepass(la, n, c, l.header, true, l.offsets, l.chunk > 0 ? static_cast<int>(l.chunk + 1) : 0, o, loss,
+  s = prepass(la, n, c, l.batch, true, l.offsets, l.chunk > 0 ? static_cast<int>(l.chunk + 1) : 0, o, loss,
               validation, stream);
   if (s != Status::kSuccess || n == 0) return s;
 
@@ -301,6 +346,7 @@ Status uskd(Matrix<const T> z, Matrix<const T> w, const Labels& labels, const Us
   a.loss = loss;
   a.header = l.header;
   a.row_loss = l.row_loss;
+  a.batch = cuda_detail::batch_refs(l.batch);
   a.states = l.states;
   a.sq = l.sq;
   a.alpha = static_cast<float>(o.alpha);
@@ -314,7 +360,6 @@ Status uskd(Matrix<const T> z, Matrix<const T> w, const Labels& labels, const Us
   a.keys = nullptr;
   a.sorted = nullptr;
   a.ranks = nullptr;
-  a.last_chunk = true;
   return cuda_detail::launch_uskd(a, l, stream);
 }
 
@@ -338,11 +383,21 @@ inline Status check(const void* workspace, cudaStream_t stream) {
   return impl::read_status(cuda_detail::header_of(const_cast<void*>(workspace)), stream);
 }
 
+// The public overloads: templates whose body names the implementation through a dependent type,
+// so that nothing is instantiated (no kernel compiled) until an overload is called.
+namespace impl {
+template <typename T, int kDeferred>
+struct Deferred {
+  using type = T;
+};
+}  // namespace impl
+
 #define FUSEDKD_CUDA_PAIR_OVERLOAD(NAME, OPTIONS, T)                                                   \
+  template <int kDeferred>                                                                             \
   inline Status NAME(Matrix<const T> student, Matrix<const T> teacher, Labels labels, const OPTIONS& options, \
                      float* loss, Matrix<T> grad_student, void* workspace, size_t workspace_bytes,      \
                      cudaStream_t stream, Validation validation) {                                     \
-    return impl::NAME<T>(student, teacher, labels, options, loss, grad_student, workspace, workspace_bytes, \
+    return impl::NAME<typename impl::Deferred<T, kDeferred>::type>(student, teacher, labels, options, loss, grad_student, workspace, workspace_bytes, \
                          stream, validation);                                                          \
   }
 FUSEDKD_CUDA_PAIR_OVERLOAD(nkd, NkdOptions, float)
@@ -357,10 +412,11 @@ FUSEDKD_CUDA_PAIR_OVERLOAD(dkd, DkdOptions, __nv_bfloat16)
 #undef FUSEDKD_CUDA_PAIR_OVERLOAD
 
 #define FUSEDKD_CUDA_USKD_OVERLOAD(T)                                                                  \
+  template <int kDeferred>                                                                             \
   inline Status uskd(Matrix<const T> student, Matrix<const T> weak, Labels labels, const UskdOptions& options, \
                      float* loss, Matrix<T> grad_student, Matrix<T> grad_weak, void* workspace,         \
                      size_t workspace_bytes, cudaStream_t stream, Validation validation) {             \
-    return impl::uskd<T>(student, weak, labels, options, loss, grad_student, grad_weak, workspace,      \
+    return impl::uskd<typename impl::Deferred<T, kDeferred>::type>(student, weak, labels, options, loss, grad_student, grad_weak, workspace,      \
                          workspace_bytes, stream, validation);                                          \
   }
 FUSEDKD_CUDA_USKD_OVERLOAD(float)

@@ -47,7 +47,7 @@ std::vector<int32_t> gpu_order(const std::vector<float>& r, size_t padded) {
 
 TEST(CudaHostLogic, PackedRankKeysSortLikeTheCpu) {
   std::mt19937 rng(5);
-  for (int64_t c : {2, 3, 10, 1000, 1024, 1025, 4096, 5000}) {
+  for (int64_t c : {2, 3, 10, 256, 257, 1000, 1024, 1025, 4096, 5000}) {
     std::vector<float> r(static_cast<size_t>(c));
     std::normal_distribution<float> g(0.0f, 3.0f);
     for (auto& x : r) x = g(rng);
@@ -63,7 +63,8 @@ TEST(CudaHostLogic, PackedRankKeysSortLikeTheCpu) {
       r[static_cast<size_t>(pick(rng))] = -NAN;
       r[static_cast<size_t>(pick(rng))] = -INFINITY;
     }
-    const size_t padded = static_cast<size_t>(c <= cd::kUskdSmallSortMax ? 1024 : c <= cd::kUskdBlockSortMax ? 4096 : c);
+    const size_t padded = static_cast<size_t>(
+        c <= cd::kUskdBlockSortMax ? cd::uskd_sort_threads(c) * cd::kUskdSortItems : c);
     EXPECT_EQ(gpu_order(r, padded), cpu_order(r)) << "C = " << c;
   }
 }
@@ -145,6 +146,17 @@ TEST(CudaHostLogic, WorkspaceLayoutsFitTheirQueries) {
         };
         inside(l.header, sizeof(cd::Header));
         inside(l.row_loss, sizeof(float) * static_cast<size_t>(n));
+        EXPECT_EQ(l.batch.segments, (n + 1023) / 1024);
+        inside(l.batch.seg_count, sizeof(unsigned int) * static_cast<size_t>(l.batch.segments));
+        inside(l.batch.partial, 16 * static_cast<size_t>(l.batch.segments));
+        // The memset before the pre-pass covers the header and the segment counters, and
+        // nothing that a kernel of the call reads before writing it.
+        const unsigned char* h = reinterpret_cast<const unsigned char*>(l.header);
+        EXPECT_GE(h + l.batch.reset_bytes,
+                  reinterpret_cast<const unsigned char*>(l.batch.seg_count + l.batch.segments));
+        EXPECT_LE(h + l.batch.reset_bytes, reinterpret_cast<const unsigned char*>(l.batch.partial));
+        EXPECT_LE(reinterpret_cast<const unsigned char*>(l.batch.partial + l.batch.segments),
+                  reinterpret_cast<const unsigned char*>(l.row_loss));
         inside(l.states, sizeof(cd::UskdRowState) * static_cast<size_t>(n));
         inside(l.sq, sizeof(float2) * static_cast<size_t>(n));
         if (c > cd::kUskdBlockSortMax && n > 0) {
@@ -183,6 +195,72 @@ TEST(CudaHostLogic, DispatchBoundaries) {
   EXPECT_EQ(cd::uskd_chunk_rows(8192, 4096), 0);
   EXPECT_EQ(cd::uskd_chunk_rows(8192, 128256), (int64_t(64) << 20) / (128256 * 8));
   EXPECT_EQ(cd::uskd_chunk_rows(3, 128256), 3);
+  // The USKD block sort follows C: 256, 1024 or 4096 keys.
+  EXPECT_EQ(cd::uskd_sort_threads(3), 32);
+  EXPECT_EQ(cd::uskd_sort_threads(256), 32);
+  EXPECT_EQ(cd::uskd_sort_threads(257), 128);
+  EXPECT_EQ(cd::uskd_sort_threads(1024), 128);
+  EXPECT_EQ(cd::uskd_sort_threads(1025), 512);
+  EXPECT_EQ(cd::uskd_sort_threads(4096), 512);
+  // The pre-pass: one block at least, about 4096 labels per block, at most 1024 blocks.
+  EXPECT_EQ(cd::prepass_blocks(0), 1u);
+  EXPECT_EQ(cd::prepass_blocks(4096), 1u);
+  EXPECT_EQ(cd::prepass_blocks(4097), 2u);
+  EXPECT_EQ(cd::prepass_blocks(1000000), 245u);
+  EXPECT_EQ(cd::prepass_blocks(int64_t(1) << 31), 1024u);
+  // Segments of the batch sum; every kernel's rows per block divide the segment.
+  EXPECT_EQ(cd::segments_of(0), 0);
+  EXPECT_EQ(cd::segments_of(1), 1);
+  EXPECT_EQ(cd::segments_of(1024), 1);
+  EXPECT_EQ(cd::segments_of(1025), 2);
+  EXPECT_EQ(cd::segments_of(1000000), 977);
+  EXPECT_EQ(cd::kSegmentRows % cd::kPairWarpRowsPerBlock, 0);
+}
+
+/// fusedkd::cuda::check maps the status word: the words the kernels write, and anything else
+/// (a workspace no call has written, e.g. 0xabababab) to an error, never to a stray Status.
+TEST(CudaHostLogic, StatusWordMapping) {
+  using fusedkd::Status;
+  EXPECT_EQ(cd::status_from_word(0u), Status::kSuccess);
+  EXPECT_EQ(cd::status_from_word(static_cast<unsigned>(Status::kLabelOutOfRange)), Status::kLabelOutOfRange);
+  EXPECT_EQ(cd::status_from_word(static_cast<unsigned>(Status::kEmptySoftLabelRow)), Status::kEmptySoftLabelRow);
+  for (unsigned w : {1u, 2u, 3u, 4u, 7u, 8u, 9u, 10u, 11u, 12u, 1000u, 0xababababu, 0xffffffffu}) {
+    if (w == static_cast<unsigned>(Status::kLabelOutOfRange) || w == static_cast<unsigned>(Status::kEmptySoftLabelRow)) {
+      continue;
+    }
+    EXPECT_EQ(cd::status_from_word(w), Status::kCudaError) << w;
+  }
+}
+
+/// Pointers not aligned to their element type are refused on the host, before anything runs
+/// (fusedkd::cuda::impl::pointers_aligned; the GPU test CudaErrors.MisalignedLabelsAreRefused
+/// checks a call). This file calls no loss, so it compiles none of the kernels.
+TEST(CudaHostLogic, MisalignedPointersAreRefused) {
+  namespace impl = fusedkd::cuda::impl;
+  const uintptr_t base = uintptr_t(1) << 24;
+  const auto f = [](uintptr_t p) { return reinterpret_cast<const float*>(p); };
+  const auto labels = [](fusedkd::Labels l) { return impl::label_args(l, 10, -100); };
+  const cd::LabelArgs none = labels(fusedkd::Labels::none());
+  const cd::LabelArgs i64 = labels(fusedkd::Labels::index(reinterpret_cast<const int64_t*>(base + 8)));
+  const cd::LabelArgs i64_off = labels(fusedkd::Labels::index(reinterpret_cast<const int64_t*>(base + 4)));
+  const cd::LabelArgs i32 = labels(fusedkd::Labels::index(reinterpret_cast<const int32_t*>(base + 4)));
+  const cd::LabelArgs i32_off = labels(fusedkd::Labels::index(reinterpret_cast<const int32_t*>(base + 2)));
+  const cd::LabelArgs soft = labels(fusedkd::Labels::soft(f(base + 4)));
+  const cd::LabelArgs soft_off = labels(fusedkd::Labels::soft(f(base + 1)));
+  float* loss = const_cast<float*>(f(base));
+  EXPECT_TRUE(impl::pointers_aligned(f(base), f(base + 4), f(base + 8), nullptr, loss, none));
+  EXPECT_TRUE(impl::pointers_aligned(f(base), f(base + 4), nullptr, nullptr, loss, i64));
+  EXPECT_TRUE(impl::pointers_aligned(f(base), f(base + 4), nullptr, nullptr, loss, i32));
+  EXPECT_TRUE(impl::pointers_aligned(f(base), f(base + 4), nullptr, nullptr, loss, soft));
+  EXPECT_FALSE(impl::pointers_aligned(f(base), f(base + 4), nullptr, nullptr, loss, i64_off));
+  EXPECT_FALSE(impl::pointers_aligned(f(base), f(base + 4), nullptr, nullptr, loss, i32_off));
+  EXPECT_FALSE(impl::pointers_aligned(f(base), f(base + 4), nullptr, nullptr, loss, soft_off));
+  EXPECT_FALSE(impl::pointers_aligned(f(base + 2), f(base + 4), nullptr, nullptr, loss, none));
+  EXPECT_FALSE(impl::pointers_aligned(f(base), f(base + 4), f(base + 8), f(base + 13), loss, none));
+  EXPECT_FALSE(impl::pointers_aligned(f(base), f(base), nullptr, nullptr, const_cast<float*>(f(base + 2)), none));
+  const auto h = [](uintptr_t p) { return reinterpret_cast<const __half*>(p); };
+  EXPECT_TRUE(impl::pointers_aligned(h(base + 2), h(base + 6), nullptr, nullptr, loss, i64));
+  EXPECT_FALSE(impl::pointers_aligned(h(base + 1), h(base + 6), nullptr, nullptr, loss, i64));
 }
 
 }  // namespace

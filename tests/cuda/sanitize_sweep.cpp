@@ -1,9 +1,13 @@
 // tests/cuda/sanitize_sweep.cpp — a small sweep that reaches every fusedkd CUDA kernel, for
 // compute-sanitizer (memcheck, racecheck, initcheck, synccheck). Small N, every loss, float and
-// half (the two vector widths), every kernel path by C, hard (with an ignored row) and soft
-// labels, a bad label (async), the scalar fallback (misaligned) and in place.
+// half (the two vector widths), every kernel path by C (USKD: every block-sort shape and the
+// segmented sort), hard (with an ignored row) and soft labels, a bad label (async and
+// Validation::kSync, which also runs the soft-label check kernel), the scalar fallback
+// (misaligned), in place, a CUDA graph, and N = 2100 (three segments of the two-level batch sum).
+// It ends with cudaDeviceReset, so that memcheck's leak check sees every allocation.
 //
 //   fusedkd_cuda_sweep [--quick]     exit 0 when every call behaved, 1 otherwise, 2 without a GPU
+//   (--quick: float only for the variants; every kernel is still reached)
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -57,10 +61,10 @@ int main(int argc, char** argv) {
   }
   int runs = 0, bad = 0;
   uint32_t seed = 1;
-  auto go = [&](const Problem& p, Status want_check) {
+  auto go = [&](const Problem& p, Status want_check, Status want_status = Status::kSuccess) {
     const fkcuda::Result r = fkcuda::run(p);
     ++runs;
-    const bool ok = r.error.empty() && r.status == Status::kSuccess && r.check == want_check;
+    const bool ok = r.error.empty() && r.status == want_status && r.check == want_check;
     if (!ok) {
       ++bad;
       std::printf("FAIL %s %s N=%lld C=%lld labels=%s: status %s, check %s %s\n", fkcuda::loss_name(p.loss),
@@ -71,12 +75,18 @@ int main(int argc, char** argv) {
   };
   for (Loss loss : {Loss::kNkd, Loss::kKd, Loss::kDkd, Loss::kUskd}) {
     for (DType d : {DType::kFloat32, DType::kFloat16}) {
-      std::vector<int64_t> cs = loss == Loss::kUskd ? std::vector<int64_t>{10, 1500, 4500}
+      std::vector<int64_t> cs = loss == Loss::kUskd ? std::vector<int64_t>{10, 300, 1500, 4500}
                                                     : std::vector<int64_t>{10, 1000, 40000};
       for (int64_t c : cs) {
         go(make(loss, d, 3, c, LabelKind::kHard64, seed++), Status::kSuccess);
         if (quick && d != DType::kFloat32) continue;
         go(make(loss, d, 3, c, LabelKind::kSoft, seed++), Status::kSuccess);
+        Problem sync = make(loss, d, 3, c, LabelKind::kSoft, seed++);
+        sync.sync_validation = true;
+        go(sync, Status::kSuccess);
+        Problem g = make(loss, d, 3, c, LabelKind::kHard64, seed++);
+        g.graph = true;
+        go(g, Status::kSuccess);
         Problem m = make(loss, d, 2, c, LabelKind::kHard32, seed++);
         m.misalign = true;
         m.in_place = true;
@@ -85,9 +95,21 @@ int main(int argc, char** argv) {
         Problem b = make(loss, d, 3, c, LabelKind::kHard64, seed++);
         b.labels64[2] = c + 5;
         go(b, Status::kLabelOutOfRange);
+        b.sync_validation = true;
+        go(b, Status::kLabelOutOfRange, Status::kLabelOutOfRange);
+        Problem e = make(loss, d, 3, c, LabelKind::kSoft, seed++);
+        for (int64_t i = 0; i < c; ++i) e.soft[static_cast<size_t>(2 * c + i)] = 0.0f;
+        e.sync_validation = true;
+        go(e, Status::kEmptySoftLabelRow, Status::kEmptySoftLabelRow);
       }
+      // Several segments of the batch sum (and several pre-pass blocks' worth of labels).
+      go(make(loss, d, 2100, 10, LabelKind::kHard32, seed++), Status::kSuccess);
     }
   }
   std::printf("%d runs, %d failed\n", runs, bad);
+  if (!fkcuda::device_reset()) {
+    std::printf("cudaDeviceReset failed\n");
+    ++bad;
+  }
   return bad == 0 ? 0 : 1;
 }

@@ -1,7 +1,8 @@
 // fusedkd/kernels/common.cuh — what every fusedkd CUDA kernel shares: element conversions,
 // 128-bit row I/O with a scalar fallback, deterministic warp/block reductions, the workspace
-// layout and its header (status word, block counter, active-row count, batch means), the label
-// pre-pass, and the deterministic "last block reduces" epilogue.
+// layout and its header (status word, segment counter, active-row count, batch means), the
+// multi-block label pre-pass, the two-level deterministic batch sum, and kernel launches that
+// report only their own failure.
 //
 // Internal: the public API is fusedkd/cuda.cuh. Everything here lives in fusedkd::cuda_detail.
 #pragma once
@@ -220,20 +221,29 @@ __device__ __forceinline__ V block_allreduce(V x, Op op, unsigned char* scratch)
   return r;
 }
 
-/// All-reduce over a group of kGroup lanes (32: a warp) or the whole block (kGroup == 0).
+/// All-reduce over a group of kGroup lanes (32: a warp) or the whole block (kGroup == 0). Both
+/// end with a barrier of the group (__syncthreads / __syncwarp) that orders every memory access
+/// of the group's threads before the call against every access after it: a kernel that reads a
+/// row before the reduction may overwrite it after (in-place gradients).
 template <int kGroup, typename V, typename Op>
 __device__ __forceinline__ V group_allreduce(V x, Op op, unsigned char* scratch) {
   if constexpr (kGroup == 0) {
     return block_allreduce(x, op, scratch);
   } else {
+    static_assert(kGroup == 32, "lane groups are whole warps (the shuffles use the full mask)");
     (void)scratch;
-    return warp_allreduce<kGroup>(x, op);
+    x = warp_allreduce<kGroup>(x, op);
+    __syncwarp();  // a shuffle is not a memory barrier; __syncwarp is
+    return x;
   }
 }
 
 struct SumOp {
   __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
   __device__ __forceinline__ double operator()(double a, double b) const { return a + b; }
+  __device__ __forceinline__ double2 operator()(double2 a, double2 b) const {
+    return make_double2(a.x + b.x, a.y + b.y);
+  }
 };
 
 struct Float2 {
@@ -300,17 +310,34 @@ struct Top2MergeOp {
 
 // ---------------------------------------------------------------------------------------------
 // Workspace. Layout (each part 256-byte aligned, from the first 256-byte boundary at or after
-// the caller's pointer): Header | float row_loss[N] | loss-specific parts.
+// the caller's pointer): Header | unsigned seg_count[S] | double2 partial[S] | float row_loss[N]
+// | loss-specific parts, with S = ceil(N / kSegmentRows) segments of the batch sum. Each call
+// first zeroes Header and seg_count (one cudaMemsetAsync): the workspace may hold anything.
 // ---------------------------------------------------------------------------------------------
 
 struct Header {
-  unsigned int status;    ///< 0, or the fusedkd::Status of the first bad input the kernels saw
-  unsigned int counter;   ///< finished blocks of the running kernel (last-block epilogues)
+  unsigned int status;    ///< 0, or the fusedkd::Status of the worst bad input the kernels saw
+  unsigned int counter;   ///< finished segments of the running kernel's batch sum
   long long active;       ///< rows that are not ignore_index
   double mean1, mean2;    ///< USKD: batch means of S_t1^2 and S_t2^2
   float harmonic;         ///< USKD: sum_{r=1..C} 1/r
   float pad_;
 };
+
+/// Rows per segment of the two-level batch sum (a multiple of every kernel's rows per block).
+constexpr int64_t kSegmentRows = 1024;
+inline int64_t segments_of(int64_t n) { return n > 0 ? (n + kSegmentRows - 1) / kSegmentRows : 0; }
+
+/// The status word's value as a Status: the words the kernels write, anything else (a workspace
+/// that no call has written, or one overwritten since) kCudaError.
+__host__ __device__ inline Status status_from_word(unsigned int word) {
+  switch (word) {
+    case 0u: return Status::kSuccess;
+    case static_cast<unsigned int>(Status::kLabelOutOfRange): return Status::kLabelOutOfRange;
+    case static_cast<unsigned int>(Status::kEmptySoftLabelRow): return Status::kEmptySoftLabelRow;
+    default: return Status::kCudaError;
+  }
+}
 
 constexpr size_t kAlign = 256;
 inline size_t align_up(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
@@ -334,6 +361,37 @@ struct Carver {
   size_t bytes() const { return used + kAlign; }  // slack for aligning the caller's pointer
 };
 
+/// The parts every call's workspace starts with (see the layout above).
+struct BatchParts {
+  Header* header = nullptr;
+  unsigned int* seg_count = nullptr;  ///< rows finished per segment (reset by its finisher)
+  double2* partial = nullptr;         ///< per-segment sums
+  float* row_loss = nullptr;          ///< [N] row losses (mean / sum reductions)
+  int64_t segments = 0;
+  size_t reset_bytes = 0;  ///< from header: Header and seg_count, zeroed before the pre-pass
+};
+
+inline BatchParts carve_batch(Carver& cv, int64_t n) {
+  BatchParts b;
+  b.segments = segments_of(n);
+  const size_t before = cv.used;
+  b.header = cv.take<Header>(1);
+  b.seg_count = cv.take<unsigned int>(static_cast<size_t>(b.segments));
+  b.reset_bytes = cv.used - before;
+  b.partial = cv.take<double2>(static_cast<size_t>(b.segments));
+  b.row_loss = cv.take<float>(static_cast<size_t>(n));
+  return b;
+}
+
+/// Where a kernel's two-level batch sum keeps its state (the device side of BatchParts).
+struct BatchRefs {
+  Header* header;
+  unsigned int* seg_count;
+  double2* partial;
+  int64_t segments;
+};
+inline BatchRefs batch_refs(const BatchParts& b) { return {b.header, b.seg_count, b.partial, b.segments}; }
+
 // ---------------------------------------------------------------------------------------------
 // Per-row targets from the labels.
 // ---------------------------------------------------------------------------------------------
@@ -351,6 +409,22 @@ struct LabelArgs {
 __device__ __forceinline__ int64_t hard_label(const LabelArgs& l, int64_t row) {
   return l.kind == Labels::Kind::kIndex32 ? static_cast<int64_t>(static_cast<const int32_t*>(l.data)[row])
                                           : static_cast<const int64_t*>(l.data)[row];
+}
+
+/// Whether p is aligned for its element type (a misaligned int64 label or float would fault).
+inline bool element_aligned(const void* p, size_t size) {
+  return p == nullptr || reinterpret_cast<uintptr_t>(p) % size == 0;
+}
+
+/// Whether the labels' pointer suits their kind (int32 / float: 4 bytes, int64: 8).
+inline bool labels_aligned(const LabelArgs& l) {
+  switch (l.kind) {
+    case Labels::Kind::kNone: return true;
+    case Labels::Kind::kIndex32: return element_aligned(l.data, 4);
+    case Labels::Kind::kIndex64: return element_aligned(l.data, 8);
+    case Labels::Kind::kSoft: return element_aligned(l.data, 4);
+  }
+  return false;
 }
 
 /// Row status codes the kernels use (besides success): the fusedkd::Status values.
@@ -404,14 +478,15 @@ __device__ __forceinline__ unsigned int row_targets(const LabelArgs& l, int64_t 
 }
 
 // ---------------------------------------------------------------------------------------------
-// The label pre-pass (one block): resets the header, validates hard labels, counts the active
-// rows, and (USKD) computes sum_{r<=C} 1/r and the segment offsets of the large-C sort.
+// The label pre-pass (a grid-stride kernel after the memset of Header and seg_count): validates
+// hard labels, counts the active rows, and (block 0) computes the USKD harmonic sum, the segment
+// offsets of the large-C sort and the zero loss of an empty batch.
 // ---------------------------------------------------------------------------------------------
 
 struct PrepassArgs {
   LabelArgs labels;
   int64_t n, c;
-  Header* header;
+  Header* header;      ///< zeroed before the kernel
   bool harmonic;       ///< compute header->harmonic
   int* offsets;        ///< non-null: offsets[k] = k * c for k = 0..offsets_count-1
   int offsets_count;
@@ -420,6 +495,18 @@ struct PrepassArgs {
 };
 
 constexpr int kPrepassThreads = 512;
+constexpr int64_t kPrepassRowsPerThread = 8;
+constexpr int64_t kPrepassMaxBlocks = 1024;
+
+/// Blocks of the pre-pass for N rows: about kPrepassRowsPerThread labels per thread, at least one
+/// block (block 0 does the per-call work even when N == 0).
+inline unsigned int prepass_blocks(int64_t n) {
+  const int64_t per_block = kPrepassThreads * kPrepassRowsPerThread;
+  int64_t b = (n + per_block - 1) / per_block;
+  if (b < 1) b = 1;
+  if (b > kPrepassMaxBlocks) b = kPrepassMaxBlocks;
+  return static_cast<unsigned int>(b);
+}
 
 struct CountBad {
   long long count;
@@ -433,39 +520,42 @@ struct CountBadOp {
 };
 
 // (Kernels in this header are templates, so that several translation units may include it.)
+// The per-block counts meet in the header through integer atomics: the same total whatever the
+// order in which the blocks finish.
 template <int kUnused = 0>
 __global__ void __launch_bounds__(kPrepassThreads) prepass_kernel(PrepassArgs a) {
   __shared__ alignas(16) unsigned char scratch[kScratchBytes];
-  CountBad cb{0, 0u, 0u};
   if (a.labels.kind == Labels::Kind::kIndex32 || a.labels.kind == Labels::Kind::kIndex64) {
-    for (int64_t r = threadIdx.x; r < a.n; r += blockDim.x) {
+    CountBad cb{0, 0u, 0u};
+    const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+    for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < a.n; r += step) {
       const int64_t label = hard_label(a.labels, r);
       if (label == a.labels.ignore_index) continue;
       ++cb.count;
       if (label < 0 || label >= a.c) cb.bad = kBadLabel;
     }
     cb = block_allreduce(cb, CountBadOp{}, scratch);
-  } else {
-    cb.count = a.n;
+    if (threadIdx.x == 0) {
+      if (cb.count != 0) {
+        atomicAdd(reinterpret_cast<unsigned long long*>(&a.header->active),
+                  static_cast<unsigned long long>(cb.count));
+      }
+      if (cb.bad != 0u) report(a.header, cb.bad);
+    }
+  } else if (blockIdx.x == 0 && threadIdx.x == 0) {
+    a.header->active = a.n;
   }
-  double h = 0.0;
+  if (blockIdx.x != 0) return;
   if (a.harmonic) {
+    double h = 0.0;
     for (int64_t r = threadIdx.x + 1; r <= a.c; r += blockDim.x) h += 1.0 / static_cast<double>(r);
     h = block_allreduce(h, SumOp{}, scratch);
+    if (threadIdx.x == 0) a.header->harmonic = static_cast<float>(h);
   }
   if (a.offsets != nullptr) {
     for (int k = threadIdx.x; k < a.offsets_count; k += blockDim.x) a.offsets[k] = static_cast<int>(k * a.c);
   }
-  if (threadIdx.x == 0) {
-    a.header->status = cb.bad;
-    a.header->counter = 0u;
-    a.header->active = cb.count;
-    a.header->mean1 = 0.0;
-    a.header->mean2 = 0.0;
-    a.header->harmonic = static_cast<float>(h);
-    a.header->pad_ = 0.0f;
-    if (a.zero_loss) *a.loss = 0.0f;
-  }
+  if (threadIdx.x == 0 && a.zero_loss) *a.loss = 0.0f;
 }
 
 /// Synchronous validation of soft labels (Validation::kSync only): one block per row.
@@ -487,21 +577,6 @@ __device__ __forceinline__ float gradient_factor(Reduction red, double grad_scal
   return active > 0 ? static_cast<float>(grad_scale / static_cast<double>(active)) : 0.0f;
 }
 
-/// Every thread of the block: true only in the grid's last block to get here, with the global
-/// writes of every block (seen through their barriers) visible. The caller resets h->counter.
-__device__ __forceinline__ bool last_block_to_finish(Header* h) {
-  __shared__ bool last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();  // cumulative: the block's writes (seen through the barrier) come first
-    last = atomicAdd(&h->counter, 1u) == gridDim.x - 1;
-  }
-  __syncthreads();
-  if (last) __threadfence();
-  return last;
-}
-
 /// The row's loss, where the reduction wants it (Args: PairArgs or UskdArgs).
 template <typename Args>
 __device__ __forceinline__ void write_row_loss(const Args& a, int64_t row, float value) {
@@ -509,31 +584,100 @@ __device__ __forceinline__ void write_row_loss(const Args& a, int64_t row, float
   else a.row_loss[row] = value;
 }
 
-/// Call after the block has written its rows' losses to row_loss (every thread of the block).
-/// The last block of the grid to get here writes the batch loss: the per-row losses summed in
-/// double in a fixed order (per-thread strided sums, then warp order), divided by the active
-/// rows for a mean. It resets the counter for the next kernel of the call.
-__device__ __forceinline__ void finish_batch_loss(Header* h, const float* row_loss, int64_t n,
-                                                  Reduction red, float* loss,
-                                                  unsigned char* scratch) {
-  if (!last_block_to_finish(h)) return;
-  double s = 0.0;
-  for (int64_t r = threadIdx.x; r < n; r += blockDim.x) s += static_cast<double>(__ldcg(row_loss + r));
+/// The two-level batch sum. Call with every thread of the block once the block has written the
+/// values of its rows [first, first + rows), which lie in one segment of kSegmentRows rows.
+/// `load(r)` reads row r's value pair (with __ldcg: written by other blocks of this kernel).
+///   1. The block that finishes a segment's last row (counted with atomics on seg_count) sums
+///      the segment's rows in a fixed order (strided per-thread sums, then the block fold) into
+///      partial[segment], and resets the segment's counter.
+///   2. The block that finishes the last segment (header->counter) sums the partials the same
+///      way, resets the counter, and returns true with the total in `total` (every thread).
+/// Which block does the work depends on timing; the order of the additions does not (it depends
+/// on the launch shape only), so the result is bitwise the same run after run. Every other
+/// block returns false. Both levels read at most max(kSegmentRows, S) values per block, so no
+/// block is left alone with the whole batch (N = 10^6: about 1000 + 1000 values).
+template <typename Load>
+__device__ __forceinline__ bool batch_sum(const BatchRefs& b, int64_t n, int64_t first, int rows, Load load,
+                                          double2& total, unsigned char* scratch) {
+  __shared__ bool finisher;
+  const int64_t seg = first / kSegmentRows;
+  const int64_t seg_begin = seg * kSegmentRows;
+  const int64_t seg_end = seg_begin + kSegmentRows < n ? seg_begin + kSegmentRows : n;
+  __threadfence();  // this thread's writes, before the block's count below
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();  // cumulative: the block's writes (seen through the barrier) come first
+    const unsigned int done = atomicAdd(&b.seg_count[seg], static_cast<unsigned int>(rows)) + rows;
+    finisher = done == static_cast<unsigned int>(seg_end - seg_begin);
+  }
+  __syncthreads();
+  if (!finisher) return false;
+  __threadfence();
+  double2 s = make_double2(0.0, 0.0);
+#pragma unroll 4
+  for (int64_t r = seg_begin + threadIdx.x; r < seg_end; r += blockDim.x) s = SumOp{}(s, load(r));
   s = block_allreduce(s, SumOp{}, scratch);
   if (threadIdx.x == 0) {
+    b.partial[seg] = s;
+    b.seg_count[seg] = 0u;  // for the next kernel of the call
+    __threadfence();
+    finisher = atomicAdd(&b.header->counter, 1u) == static_cast<unsigned int>(b.segments - 1);
+  }
+  __syncthreads();
+  if (!finisher) return false;
+  __threadfence();
+  double2 t = make_double2(0.0, 0.0);
+#pragma unroll 4
+  for (int64_t k = threadIdx.x; k < b.segments; k += blockDim.x) t = SumOp{}(t, __ldcg(b.partial + k));
+  total = block_allreduce(t, SumOp{}, scratch);
+  if (threadIdx.x == 0) b.header->counter = 0u;  // for the next kernel of the call
+  return true;
+}
+
+/// Call after the block has written its rows' losses to row_loss (every thread of the block).
+/// The block that completes the batch sum (batch_sum) writes the batch loss: the row losses
+/// summed in double, divided by the active rows for a mean.
+__device__ __forceinline__ void finish_batch_loss(const BatchRefs& b, const float* row_loss, int64_t n,
+                                                  int64_t first, int rows, Reduction red, float* loss,
+                                                  unsigned char* scratch) {
+  double2 total;
+  const auto load = [row_loss](int64_t r) { return make_double2(static_cast<double>(__ldcg(row_loss + r)), 0.0); };
+  if (!batch_sum(b, n, first, rows, load, total, scratch)) return;
+  if (threadIdx.x == 0) {
+    double s = total.x;
     if (red == Reduction::kMean) {
-      const long long active = h->active;  // written by the pre-pass, an earlier kernel
+      const long long active = b.header->active;  // written by the pre-pass, an earlier kernel
       s = active > 0 ? s / static_cast<double>(active) : 0.0;
     }
     *loss = static_cast<float>(s);
-    h->counter = 0u;
   }
 }
 
-/// Returns kCudaError when the last launch failed.
-inline Status launch_status() {
-  return cudaGetLastError() == cudaSuccess ? Status::kSuccess : Status::kCudaError;
+// ---------------------------------------------------------------------------------------------
+// Launches. A kernel is launched with cudaLaunchKernel, whose return value is that launch's own
+// outcome: an error that the caller's earlier CUDA work left pending in the thread's last-error
+// state is neither reported as this call's failure nor cleared (cudaGetLastError after a <<<>>>
+// launch would do both). A sticky error (a corrupted context) fails every launch and so is
+// reported. A failed launch also stays in the last-error state, as CUDA's own calls leave it.
+// ---------------------------------------------------------------------------------------------
+
+template <typename T>
+struct NoDeduce {
+  using type = T;
+};
+
+/// Launches `kernel<<<grid, block, 0, stream>>>(args...)`; kCudaError when the launch fails.
+template <typename... P>
+inline Status launch(void (*kernel)(P...), unsigned int grid, unsigned int block, cudaStream_t stream,
+                     typename NoDeduce<P>::type... args) {
+  void* argv[sizeof...(P) > 0 ? sizeof...(P) : 1] = {static_cast<void*>(&args)...};
+  const cudaError_t e = cudaLaunchKernel(reinterpret_cast<const void*>(kernel), dim3(grid), dim3(block), argv, 0,
+                                         stream);
+  return e == cudaSuccess ? Status::kSuccess : Status::kCudaError;
 }
+
+/// A cudaError_t as the Status of a fusedkd call.
+inline Status cuda_status(cudaError_t e) { return e == cudaSuccess ? Status::kSuccess : Status::kCudaError; }
 
 }  // namespace cuda_detail
 }  // namespace fusedkd

@@ -1,9 +1,14 @@
 // fusedkd/kernels/pair.cuh — the fused kernels of the teacher losses (NKD, KD, DKD).
 //
-// One launch per call (after the one-block label pre-pass): a group of threads per row reads the
-// row's targets, then the student and teacher rows once, merges the online-softmax statistics
+// One launch per call (after the label pre-pass): a group of threads per row reads the row's
+// targets, then the student and teacher rows once, merges the online-softmax statistics
 // (core.hpp SplitStats), builds the loss's Row (core.hpp NkdRow / KdRow / DkdRow), writes the
-// gradient row and the row loss; the last block to finish reduces the row losses in a fixed order.
+// gradient row and the row loss; the row losses are summed in a fixed order in two levels
+// (common.cuh batch_sum).
+//
+// In place (gradient over the student logits): every read of a row element that another thread
+// writes — the target logits, which every thread of the group needs — happens before the group's
+// reduction, whose barrier orders it before the first gradient write.
 //
 // Dispatch by C (V = elements per 128-bit vector: 4 for float, 8 for half / bfloat16):
 //   C <= 64 V     a warp per row, 4 rows per 128-thread block, the row in registers (2 vectors
@@ -42,6 +47,7 @@ struct PairArgs {
   float* loss;
   Header* header;
   float* row_loss;
+  BatchRefs batch;
 };
 
 // The loss families: how a Row is made from the statistics (the formulas are core.hpp's).
@@ -99,6 +105,9 @@ __device__ __forceinline__ void pair_row(const PairArgs<T>& a, const F& f, int64
   if constexpr (K > 0) {
     uint4 zq[K], vq[K];
     StatsPair st;
+    // The target logits before the reduction (see the file comment: in place).
+    const float z1 = tg.t1 >= 0 ? to_float(zr[tg.t1]) : 0.0f;
+    const float v1 = tg.t1 >= 0 ? to_float(vr[tg.t1]) : 0.0f;
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       const int64_t base = k * stride + static_cast<int64_t>(lane) * V;
@@ -115,8 +124,8 @@ __device__ __forceinline__ void pair_row(const PairArgs<T>& a, const F& f, int64
     }
     st = group_allreduce<kGroup>(st, merge, scratch);
     if (tg.t1 >= 0) {
-      st.z.x1 = to_float(zr[tg.t1]);
-      st.v.x1 = to_float(vr[tg.t1]);
+      st.z.x1 = z1;
+      st.v.x1 = v1;
     }
     const auto r = f.make(st.z, st.v, tg);
 #pragma unroll
@@ -137,6 +146,8 @@ __device__ __forceinline__ void pair_row(const PairArgs<T>& a, const F& f, int64
     row_loss = r.loss(acc);
   } else {
     StatsPair st;
+    const float z1 = tg.t1 >= 0 ? to_float(zr[tg.t1]) : 0.0f;  // before the reduction: in place
+    const float v1 = tg.t1 >= 0 ? to_float(vr[tg.t1]) : 0.0f;
     for (int64_t base = static_cast<int64_t>(lane) * V; base < c; base += stride) {
       const int count = tail_count(c, base, V);
       const uint4 zq = load_vec<T>(zr + base, count, a.aligned);
@@ -151,13 +162,13 @@ __device__ __forceinline__ void pair_row(const PairArgs<T>& a, const F& f, int64
     }
     st = group_allreduce<kGroup>(st, merge, scratch);
     if (tg.t1 >= 0) {
-      st.z.x1 = to_float(zr[tg.t1]);
-      st.v.x1 = to_float(vr[tg.t1]);
+      st.z.x1 = z1;
+      st.v.x1 = v1;
     }
     const auto r = f.make(st.z, st.v, tg);
     for (int64_t base = static_cast<int64_t>(lane) * V; base < c; base += stride) {
       const int count = tail_count(c, base, V);
-      const uint4 zq = load_vec<T>(zr + base, count, a.aligned);  // read before the write below
+      const uint4 zq = load_vec<T>(zr + base, count, a.aligned);  // this thread's own elements
       const uint4 vq = load_vec<T>(vr + base, count, a.aligned);
       uint4 out = make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
@@ -195,7 +206,10 @@ __global__ void __launch_bounds__(pair_max_threads<kGroup>()) pair_kernel(PairAr
                                   : static_cast<int64_t>(blockIdx.x) * (blockDim.x / kGroup) + threadIdx.x / kGroup;
   if (row < a.n) pair_row<F, T, kGroup, K>(a, f, row, lane, group_size, scratch);
   if (a.reduction != Reduction::kNone) {
-    finish_batch_loss(a.header, a.row_loss, a.n, a.reduction, a.loss, scratch);
+    const int64_t per_block = kGroup == 0 ? 1 : static_cast<int64_t>(blockDim.x / kGroup);
+    const int64_t first = static_cast<int64_t>(blockIdx.x) * per_block;
+    const int rows = static_cast<int>(a.n - first < per_block ? a.n - first : per_block);
+    finish_batch_loss(a.batch, a.row_loss, a.n, first, rows, a.reduction, a.loss, scratch);
   }
 }
 
@@ -214,26 +228,24 @@ inline PairPath pair_path(int64_t c) {
 template <class F, typename T>
 inline Status launch_pair(const PairArgs<T>& a, const F& f, cudaStream_t stream) {
   constexpr int64_t V = Vec<T>::kSize;
+  static_assert(kSegmentRows % kPairWarpRowsPerBlock == 0, "a block's rows lie in one segment");
   switch (pair_path<T>(a.c)) {
     case PairPath::kWarp: {
       const int64_t blocks = (a.n + kPairWarpRowsPerBlock - 1) / kPairWarpRowsPerBlock;
-      pair_kernel<F, T, 32, kPairWarpVectors>
-          <<<static_cast<unsigned int>(blocks), 32 * kPairWarpRowsPerBlock, 0, stream>>>(a, f);
-      break;
+      return launch(pair_kernel<F, T, 32, kPairWarpVectors>, static_cast<unsigned int>(blocks),
+                    32 * kPairWarpRowsPerBlock, stream, a, f);
     }
     case PairPath::kBlock: {
       const int64_t vectors = (a.c + V - 1) / V;
       int64_t threads = (vectors + kPairBlockVectors - 1) / kPairBlockVectors;
       threads = (threads + 31) / 32 * 32;
-      pair_kernel<F, T, 0, kPairBlockVectors>
-          <<<static_cast<unsigned int>(a.n), static_cast<unsigned int>(threads), 0, stream>>>(a, f);
-      break;
+      return launch(pair_kernel<F, T, 0, kPairBlockVectors>, static_cast<unsigned int>(a.n),
+                    static_cast<unsigned int>(threads), stream, a, f);
     }
     case PairPath::kStream:
-      pair_kernel<F, T, 0, 0><<<static_cast<unsigned int>(a.n), kPairStreamThreads, 0, stream>>>(a, f);
-      break;
+      return launch(pair_kernel<F, T, 0, 0>, static_cast<unsigned int>(a.n), kPairStreamThreads, stream, a, f);
   }
-  return launch_status();
+  return Status::kNotSupported;
 }
 
 }  // namespace cuda_detail

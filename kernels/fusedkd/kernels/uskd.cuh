@@ -1,13 +1,14 @@
 // fusedkd/kernels/uskd.cuh — the USKD kernels.
 //
 // USKD couples the rows through the batch mean of S_t^2, which every row's gradient needs, so a
-// call runs (after the one-block label pre-pass):
+// call runs (after the label pre-pass):
 //   1. uskd_stats_kernel (a block per row, streaming): the row's targets, the student and weak
-//      online-softmax statistics and S_tk^2 into the workspace (O(N)); the last block to finish
-//      averages S_tk^2 over the active rows in a fixed order.
+//      online-softmax statistics and S_tk^2 into the workspace (O(N)); the two-level batch sum
+//      (common.cuh batch_sum) averages S_tk^2 over the active rows in a fixed order.
 //   2. C <= 4096: uskd_sort_kernel (a block per row, the row in registers): the rank keys R of all
-//      C classes, one CUB BlockRadixSort of packed (key, index) pairs, the ranks into shared
-//      memory, then both gradient rows and the row loss; the last block reduces the loss.
+//      C classes, one CUB BlockRadixSort of packed (key, index) pairs (256, 1024 or 4096 keys,
+//      the smallest that holds C), the ranks into shared memory, then both gradient rows and the
+//      row loss; the batch sum reduces the loss.
 //      C > 4096, in chunks of rows: uskd_keys_kernel writes the packed keys into the workspace,
 //      cub::DeviceSegmentedRadixSort sorts each row's keys, uskd_rank_kernel turns them into
 //      ranks and writes the gradient rows and row losses.
@@ -56,6 +57,7 @@ struct UskdArgs {
   float* loss;
   Header* header;
   float* row_loss;
+  BatchRefs batch;
   UskdRowState* states;
   float2* sq;  ///< S_t1^2, S_t2^2 per row
   float alpha, beta, mu, eps, ce;
@@ -66,7 +68,6 @@ struct UskdArgs {
   unsigned long long* keys;          ///< [chunk, C] packed keys (keys kernel output)
   const unsigned long long* sorted;  ///< [chunk, C] sorted keys (rank kernel input)
   int* ranks;                        ///< [chunk, C] ranks (rank kernel scratch)
-  bool last_chunk;
 };
 
 __host__ __device__ __forceinline__ unsigned long long pack_rank_key(float r, int64_t i, int index_bits) {
@@ -83,13 +84,6 @@ __host__ __device__ __forceinline__ unsigned long long pack_rank_key(float r, in
 __host__ __device__ __forceinline__ unsigned long long pad_rank_key(int index_bits) {
   return 1ull << (32 + index_bits);
 }
-
-struct Double2 {
-  double a, b;
-};
-struct SumD2Op {
-  __device__ __forceinline__ Double2 operator()(Double2 x, Double2 y) const { return {x.a + y.a, x.b + y.b}; }
-};
 
 /// Statistics pass: a block per row.
 template <typename T>
@@ -140,20 +134,18 @@ __global__ void __launch_bounds__(512) uskd_stats_kernel(UskdArgs<T> a) {
     a.sq[row] = sq;
   }
 
-  // The last block averages S_tk^2 over the active rows, in a fixed order.
-  if (!last_block_to_finish(a.header)) return;
-  Double2 sum{0.0, 0.0};
-  for (int64_t r = lane; r < a.n; r += group) {
-    const float2 q = __ldcg(a.sq + r);
-    sum.a += static_cast<double>(q.x);
-    sum.b += static_cast<double>(q.y);
-  }
-  sum = block_allreduce(sum, SumD2Op{}, scratch);
+  // The batch sum averages S_tk^2 over the active rows, in a fixed order.
+  const float2* sqs = a.sq;
+  const auto load = [sqs](int64_t r) {
+    const float2 q = __ldcg(sqs + r);
+    return make_double2(static_cast<double>(q.x), static_cast<double>(q.y));
+  };
+  double2 sum;
+  if (!batch_sum(a.batch, a.n, row, 1, load, sum, scratch)) return;
   if (lane == 0) {
     const long long active = a.header->active;
-    a.header->mean1 = active > 0 ? sum.a / static_cast<double>(active) : 0.0;
-    a.header->mean2 = active > 0 ? sum.b / static_cast<double>(active) : 0.0;
-    a.header->counter = 0u;
+    a.header->mean1 = active > 0 ? sum.x / static_cast<double>(active) : 0.0;
+    a.header->mean2 = active > 0 ? sum.y / static_cast<double>(active) : 0.0;
   }
 }
 
@@ -273,7 +265,9 @@ __global__ void __launch_bounds__(kBlockThreads) uskd_sort_kernel(UskdArgs<T> a)
     acc = block_allreduce(acc, Sum2Op{}, scratch);
     if (threadIdx.x == 0) write_row_loss(a, row, r.loss(acc.a, acc.b));
   }
-  if (a.reduction != Reduction::kNone) finish_batch_loss(a.header, a.row_loss, a.n, a.reduction, a.loss, scratch);
+  if (a.reduction != Reduction::kNone) {
+    finish_batch_loss(a.batch, a.row_loss, a.n, row, 1, a.reduction, a.loss, scratch);
+  }
 }
 
 constexpr int kUskdStreamThreads = 512;
@@ -361,8 +355,8 @@ __global__ void __launch_bounds__(kUskdStreamThreads) uskd_rank_kernel(UskdArgs<
     acc = block_allreduce(acc, Sum2Op{}, scratch);
     if (threadIdx.x == 0) write_row_loss(a, row, r.loss(acc.a, acc.b));
   }
-  if (a.last_chunk && a.reduction != Reduction::kNone) {
-    finish_batch_loss(a.header, a.row_loss, a.n, a.reduction, a.loss, scratch);
+  if (a.reduction != Reduction::kNone) {  // the segments fill up across the chunks' launches
+    finish_batch_loss(a.batch, a.row_loss, a.n, row, 1, a.reduction, a.loss, scratch);
   }
 }
 
@@ -370,8 +364,16 @@ __global__ void __launch_bounds__(kUskdStreamThreads) uskd_rank_kernel(UskdArgs<
 // Host side: workspace layout and launches.
 // ---------------------------------------------------------------------------------------------
 
+constexpr int kUskdSortItems = 8;            // keys per thread of uskd_sort_kernel
+constexpr int64_t kUskdTinySortMax = 256;     // uskd_sort_kernel<T, 32, 8>
 constexpr int64_t kUskdSmallSortMax = 1024;   // uskd_sort_kernel<T, 128, 8>
 constexpr int64_t kUskdBlockSortMax = 4096;   // uskd_sort_kernel<T, 512, 8>
+
+/// Threads of the block sort for C (C <= kUskdBlockSortMax): the smallest shape that holds C,
+/// so that C = 10 sorts 256 keys, not 4096.
+inline int uskd_sort_threads(int64_t c) {
+  return c <= kUskdTinySortMax ? 32 : c <= kUskdSmallSortMax ? 128 : 512;
+}
 constexpr int64_t kUskdKeyBufferBytes = int64_t(64) << 20;  // per key buffer, large-C path
 constexpr size_t kUskdCubBytes = size_t(64) << 10;          // CUB's scratch, large-C path
 
@@ -386,6 +388,7 @@ inline int64_t uskd_chunk_rows(int64_t n, int64_t c) {
 }
 
 struct UskdLayout {
+  BatchParts batch;
   Header* header = nullptr;
   float* row_loss = nullptr;
   UskdRowState* states = nullptr;
@@ -401,8 +404,9 @@ struct UskdLayout {
 inline UskdLayout uskd_layout(void* workspace, int64_t n, int64_t c) {
   UskdLayout l;
   Carver cv(workspace);
-  l.header = cv.take<Header>(1);
-  l.row_loss = cv.take<float>(static_cast<size_t>(n));
+  l.batch = carve_batch(cv, n);
+  l.header = l.batch.header;
+  l.row_loss = l.batch.row_loss;
   l.states = cv.take<UskdRowState>(static_cast<size_t>(n));
   l.sq = cv.take<float2>(static_cast<size_t>(n));
   l.chunk = uskd_chunk_rows(n, c);
@@ -435,43 +439,42 @@ template <typename T>
 inline Status launch_uskd(UskdArgs<T> a, const UskdLayout& l, cudaStream_t stream) {
   constexpr int V = Vec<T>::kSize;
   const unsigned int grid = static_cast<unsigned int>(a.n);
-  uskd_stats_kernel<T><<<grid, stream_threads(a.c, V), 0, stream>>>(a);
-  Status s = launch_status();
+  Status s = launch(uskd_stats_kernel<T>, grid, stream_threads(a.c, V), stream, a);
   if (s != Status::kSuccess) return s;
-  if (a.c <= kUskdSmallSortMax) {
-    uskd_sort_kernel<T, 128, 8><<<grid, 128, 0, stream>>>(a);
-    return launch_status();
-  }
   if (a.c <= kUskdBlockSortMax) {
-    uskd_sort_kernel<T, 512, 8><<<grid, 512, 0, stream>>>(a);
-    return launch_status();
+    switch (uskd_sort_threads(a.c)) {
+      case 32: return launch(uskd_sort_kernel<T, 32, kUskdSortItems>, grid, 32, stream, a);
+      case 128: return launch(uskd_sort_kernel<T, 128, kUskdSortItems>, grid, 128, stream, a);
+      default: return launch(uskd_sort_kernel<T, 512, kUskdSortItems>, grid, 512, stream, a);
+    }
   }
+  // Large C, in chunks of rows. CUB's segmented sort launches its own kernels and reports their
+  // outcome through the thread's last-error state (cudaPeekAtLastError): an error the caller's
+  // earlier work left pending there makes this path return kCudaError (see cuda.cuh).
   const int end_bit = 32 + a.index_bits;
   for (int64_t row0 = 0; row0 < a.n; row0 += l.chunk) {
     const int64_t rows = a.n - row0 < l.chunk ? a.n - row0 : l.chunk;
     a.row0 = row0;
     a.keys = l.keys0;
-    a.last_chunk = row0 + rows >= a.n;
-    uskd_keys_kernel<T><<<static_cast<unsigned int>(rows), kUskdStreamThreads, 0, stream>>>(a);
-    s = launch_status();
+    s = launch(uskd_keys_kernel<T>, static_cast<unsigned int>(rows), kUskdStreamThreads, stream, a);
     if (s != Status::kSuccess) return s;
     cub::DoubleBuffer<unsigned long long> buffers(l.keys0, l.keys1);
     size_t cub_bytes = kUskdCubBytes;
-    if (cub::DeviceSegmentedRadixSort::SortKeys(l.cub, cub_bytes, buffers, static_cast<int>(rows * a.c),
-                                                static_cast<int>(rows), l.offsets, l.offsets + 1, 0, end_bit,
-                                                stream) != cudaSuccess) {
-      return Status::kCudaError;
-    }
+    s = cuda_status(cub::DeviceSegmentedRadixSort::SortKeys(l.cub, cub_bytes, buffers, static_cast<int>(rows * a.c),
+                                                            static_cast<int>(rows), l.offsets, l.offsets + 1, 0,
+                                                            end_bit, stream));
+    if (s != Status::kSuccess) return s;
     a.sorted = buffers.Current();
     a.ranks = reinterpret_cast<int*>(buffers.Alternate());
-    uskd_rank_kernel<T><<<static_cast<unsigned int>(rows), kUskdStreamThreads, 0, stream>>>(a);
-    s = launch_status();
+    s = launch(uskd_rank_kernel<T>, static_cast<unsigned int>(rows), kUskdStreamThreads, stream, a);
     if (s != Status::kSuccess) return s;
   }
   return Status::kSuccess;
 }
 
-/// The CUB scratch the large-C path needs (checked against kUskdCubBytes before a call).
+/// The CUB scratch the large-C path needs (checked against kUskdCubBytes before a call). A
+/// template so that only the translation units that call USKD compile CUB's sort kernels.
+template <int kDeferred = 0>
 inline Status uskd_check_cub_bytes(const UskdLayout& l, int64_t c, int index_bits) {
   if (l.chunk == 0) return Status::kSuccess;
   cub::DoubleBuffer<unsigned long long> buffers(l.keys0, l.keys1);

@@ -49,8 +49,10 @@ struct Problem {
   bool in_place = false;   ///< the gradients overwrite the logits
   bool misalign = false;   ///< device buffers start one element past a 16-byte boundary
   bool sync_validation = false;  ///< fusedkd::cuda::Validation::kSync
-  bool graph = false;      ///< capture the call in a CUDA graph and launch the graph
+  bool graph = false;      ///< capture the call in a CUDA graph and launch the graph twice
   int64_t workspace_shrink = 0;  ///< pass this many bytes less than the size query returned
+  bool misalign_labels = false;  ///< the labels start 4 bytes (int64) / 2 bytes (int32, soft) late
+  bool pending_error = false;  ///< leave a CUDA error pending (a failed cudaMalloc) before the call
 
   int64_t stride() const { return ld > 0 ? ld : c; }
   const fusedkd::CommonOptions& common() const;
@@ -66,6 +68,7 @@ struct Result {
   fusedkd::Status status = fusedkd::Status::kSuccess;  ///< what the call returned
   fusedkd::Status check = fusedkd::Status::kSuccess;   ///< fusedkd::cuda::check afterwards
   std::string error;                                   ///< a failed CUDA call of the runner itself
+  bool pending_error_kept = false;  ///< pending_error: the error was still pending after the call
   std::vector<float> loss;          ///< loss_count() values
   std::vector<float> grad_student;  ///< [n, ld] (padding: as before the call)
   std::vector<float> grad_weak;     ///< [n, ld], uskd only
@@ -81,6 +84,8 @@ bool is_sentinel(DType d, float x);
 bool device_available(std::string* why = nullptr);
 /// The device's name ("" when none).
 std::string device_name();
+/// cudaDeviceReset: frees everything, so that compute-sanitizer's leak check reports (true: ok).
+bool device_reset();
 
 /// Runs the problem on the GPU. Output buffers are prefilled with the sentinel.
 Result run(const Problem& p);
