@@ -463,6 +463,33 @@ TEST_P(EdgeVsReference, LogitsOfMagnitude1e4) {
   }
 }
 
+/// Teacher probabilities that underflow to exactly 0 (in float only, or in float and double):
+/// the 0 x log 0 convention. (A -inf teacher logit, where the reference itself computes
+/// 0 * -inf = NaN, is in unit_strength_test.cpp against an independent computation.)
+TEST_P(EdgeVsReference, TeacherProbabilityUnderflowsToZero) {
+  const Loss loss = GetParam();
+  if (loss == Loss::kUskd) GTEST_SKIP() << "USKD has no teacher";
+  for (double temp : {1.0, 2.0}) {
+    Rng rng(23);
+    Batch<double> b = random_batch<double>(rng, 4, 13, 1, LabelKind::kHard64);
+    for (int64_t r = 0; r < b.n; ++r) b.set_label(r, 5);
+    b.v(0, 2) = -1e4;  // 0 in float and double
+    b.v(1, 9) = -300;  // exp(-300 / T) is 0 in float only
+    b.v(1, 10) = -1e4;
+    b.v(2, 5) = -1e4;  // the target
+    b.v(3, 5) = -2e4;  // the target and a non-target
+    b.v(3, 0) = -3e4;
+    AnyOptions o;
+    o.common.ce_weight = 0.5;
+    o.set_temperature(temp);
+    for (Reduction red : {Reduction::kNone, Reduction::kMean}) {
+      o.common.reduction = red;
+      expect_matches_reference(loss, b, o, 0, 1e-9);
+      expect_matches_reference(loss, b.cast<float>(), o, 0, 1e-4);
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Losses, EdgeVsReference, ::testing::ValuesIn(kAllLosses),
                          [](const ::testing::TestParamInfo<Loss>& i) { return loss_name(i.param); });
 
