@@ -384,9 +384,7 @@ TEST(ZeroTeacherProbability, DkdMinusInfInStudentAndTeacher) {
   minus_inf_in_both<double>(Loss::kDkd);
   minus_inf_in_both<float>(Loss::kDkd);
 }
-// DISABLED_ until the fix of issue 10 (NKD computes 0 * -inf = NaN in its non-target term when a
-// class is -inf in both rows) is on main; enable it with that fix.
-TEST(ZeroTeacherProbability, DISABLED_NkdMinusInfInStudentAndTeacher) {
+TEST(ZeroTeacherProbability, NkdMinusInfInStudentAndTeacher) {
   minus_inf_in_both<double>(Loss::kNkd);
   minus_inf_in_both<float>(Loss::kNkd);
 }
@@ -415,35 +413,46 @@ TEST(ZeroTeacherProbability, IndependentComputationMatchesOnFiniteRows) {
 // 3. Option bounds
 // =============================================================================================
 
-// docs/api.md: kInvalidOption for "a temperature that is not finite or not > 0, a weight that
-// is not finite, smoothing outside [0, 1]" (and an unknown USKD rank). For each bound: the
-// value at the bound is accepted, the next value outside it (std::nextafter) is refused.
+// docs/api.md, "Option ranges": a temperature in [2^-40, 2^40] (float) or [2^-340, 2^340]
+// (double); grad_scale, ce_weight and the weights within 2^40 / 2^340 in magnitude; smoothing in
+// [0, 1]; ignore_index any int64; enums one of their listed values. For each bound: the value at
+// the bound is accepted, the next value outside it (std::nextafter) is refused.
 struct OptionCase {
   std::string name;
   double value;
   bool accepted;
 };
 
-/// The cases of an option that must be finite and > 0 (temperature).
-std::vector<OptionCase> positive_finite(const std::string& name) {
-  const double max = std::numeric_limits<double>::max(), inf = std::numeric_limits<double>::infinity();
-  return {{name, std::nextafter(0.0, 1.0), true},  // smallest value > 0
+/// The documented limit of the options of a loss computing in T.
+template <typename T>
+double documented_limit() {
+  return std::is_same<T, float>::value ? std::ldexp(1.0, 40) : std::ldexp(1.0, 340);
+}
+
+/// The cases of a temperature: [1 / limit, limit].
+template <typename T>
+std::vector<OptionCase> temperature_cases(const std::string& name) {
+  const double hi = documented_limit<T>(), lo = 1.0 / hi, inf = std::numeric_limits<double>::infinity();
+  return {{name, lo, true},
+          {name, std::nextafter(lo, 0.0), false},
+          {name, hi, true},
+          {name, std::nextafter(hi, inf), false},
           {name, 0.0, false},
-          {name, -0.0, false},
-          {name, std::nextafter(0.0, -1.0), false},
-          {name, max, true},
-          {name, std::nextafter(max, inf), false},  // inf
+          {name, -1.0, false},
+          {name, inf, false},
           {name, std::numeric_limits<double>::quiet_NaN(), false}};
 }
 
-/// The cases of an option that must be finite (the weights, grad_scale, ce_weight).
-std::vector<OptionCase> finite(const std::string& name) {
-  const double max = std::numeric_limits<double>::max(), inf = std::numeric_limits<double>::infinity();
-  return {{name, max, true},
-          {name, std::nextafter(max, inf), false},
-          {name, -max, true},
-          {name, std::nextafter(-max, -inf), false},
+/// The cases of a weight (and grad_scale, ce_weight): [-limit, limit].
+template <typename T>
+std::vector<OptionCase> weight_cases(const std::string& name) {
+  const double hi = documented_limit<T>(), inf = std::numeric_limits<double>::infinity();
+  return {{name, hi, true},
+          {name, std::nextafter(hi, inf), false},
+          {name, -hi, true},
+          {name, std::nextafter(-hi, -inf), false},
           {name, 0.0, true},
+          {name, inf, false},
           {name, std::numeric_limits<double>::quiet_NaN(), false}};
 }
 
@@ -485,29 +494,30 @@ void set_option(Loss l, AnyOptions& o, const std::string& name, double x) {
   }
 }
 
+template <typename T>
 std::vector<OptionCase> option_cases(Loss l) {
   std::vector<OptionCase> cases;
   auto add = [&](std::vector<OptionCase> more) { cases.insert(cases.end(), more.begin(), more.end()); };
-  add(finite("grad_scale"));
-  add(finite("ce_weight"));
+  add(weight_cases<T>("grad_scale"));
+  add(weight_cases<T>("ce_weight"));
   switch (l) {
     case Loss::kNkd:
-      add(positive_finite("temperature"));
-      add(finite("gamma"));
+      add(temperature_cases<T>("temperature"));
+      add(weight_cases<T>("gamma"));
       break;
     case Loss::kKd:
-      add(positive_finite("temperature"));
-      add(finite("weight"));
+      add(temperature_cases<T>("temperature"));
+      add(weight_cases<T>("weight"));
       break;
     case Loss::kDkd:
-      add(positive_finite("temperature"));
-      add(finite("alpha"));
-      add(finite("beta"));
+      add(temperature_cases<T>("temperature"));
+      add(weight_cases<T>("alpha"));
+      add(weight_cases<T>("beta"));
       break;
     case Loss::kUskd:
-      add(finite("alpha"));
-      add(finite("beta"));
-      add(finite("mu"));
+      add(weight_cases<T>("alpha"));
+      add(weight_cases<T>("beta"));
+      add(weight_cases<T>("mu"));
       add(unit_interval("smoothing"));
       break;
   }
@@ -519,7 +529,7 @@ void option_bounds(Loss l) {
   Rng rng(9);
   for (LabelKind kind : {LabelKind::kHard64, LabelKind::kSoft}) {
     const Batch<T> b = random_batch<T>(rng, 3, 7, 0, kind);
-    for (const OptionCase& oc : option_cases(l)) {
+    for (const OptionCase& oc : option_cases<T>(l)) {
       std::ostringstream what;
       what.precision(17);
       what << loss_name(l) << " " << type_name(T()) << " " << label_name(kind) << " " << oc.name << " = "
@@ -540,6 +550,23 @@ void option_bounds(Loss l) {
       AnyOptions o;
       o.common.ignore_index = ii;
       EXPECT_EQ(run(l, o, b).status, Status::kSuccess) << "ignore_index " << ii;
+    }
+    // the enums: their listed values, and nothing next to them
+    for (int red : {-1, 0, 1, 2, 3}) {
+      AnyOptions o;
+      o.common.reduction = static_cast<Reduction>(red);
+      const bool known = red == static_cast<int>(Reduction::kMean) || red == static_cast<int>(Reduction::kSum) ||
+                         red == static_cast<int>(Reduction::kNone);
+      const Output<T> out = run(l, o, b);
+      EXPECT_EQ(out.status, known ? Status::kSuccess : Status::kInvalidOption) << "reduction " << red;
+    }
+    for (int kind : {-1, 4}) {  // Labels::Kind has four values, 0 to 3
+      AnyOptions o;
+      Labels lab = b.labels();
+      lab.kind = static_cast<Labels::Kind>(kind);
+      acc_t<T> loss = sentinel<acc_t<T>>();
+      EXPECT_EQ(call<T>(l, o, b.s(), b.o(), lab, &loss), Status::kInvalidOption) << "Labels::Kind " << kind;
+      EXPECT_EQ(loss, sentinel<acc_t<T>>());
     }
     // USKD's rank: the two enumerators, and nothing next to them
     if (l == Loss::kUskd) {
