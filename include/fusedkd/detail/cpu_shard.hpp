@@ -67,12 +67,12 @@ Status check_slice(const Matrix<T>& m, int64_t n, int64_t width) {
   return Status::kSuccess;
 }
 
-/// The checks both phases make: options, shapes, shard placement, labels. Fills the targets
-/// (global class indices) and the count of non-ignored rows.
-template <class O, typename T, typename A>
-Status shard_setup(const Matrix<const T>& z, const Matrix<const T>& v, const Labels& labels,
-                   const Shard& sh, const O& o, const void* out, RowTargets<A>* targets,
-                   int64_t* active) {
+/// The checks both phases make on both backends: options, shapes, shard placement, the labels'
+/// kind and layout (not their values).
+template <class O, typename T>
+Status shard_check(const Matrix<const T>& z, const Matrix<const T>& v, const Labels& labels,
+                   const Shard& sh, const O& o, const void* out) {
+  using A = acc_t<T>;
   if (!valid_options<A>(o)) return Status::kInvalidOption;
   const int64_t n = z.rows, w = z.cols, c = sh.classes;
   if (n < 0 || w < 0 || c < 0) return Status::kNegativeSize;
@@ -88,7 +88,17 @@ Status shard_setup(const Matrix<const T>& z, const Matrix<const T>& v, const Lab
   }
   if (c < 2) return Status::kTooFewClasses;
   if (c > INT32_MAX) return Status::kNotSupported;
-  return find_targets(labels, n, c, o.ignore_index, false, targets, active);
+  return Status::kSuccess;
+}
+
+/// shard_check, then the targets (global class indices) and the count of non-ignored rows.
+template <class O, typename T, typename A>
+Status shard_setup(const Matrix<const T>& z, const Matrix<const T>& v, const Labels& labels,
+                   const Shard& sh, const O& o, const void* out, RowTargets<A>* targets,
+                   int64_t* active) {
+  const Status s = shard_check(z, v, labels, sh, o, out);
+  if (s != Status::kSuccess) return s;
+  return find_targets(labels, z.rows, sh.classes, o.ignore_index, false, targets, active);
 }
 
 /// Phase 1 of a row: the record of the slice.
