@@ -69,7 +69,7 @@ nvcc_bin=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || echo "")
 
 # ---- 1. build -------------------------------------------------------------------------------------
-targets=(fusedkd_cuda_tests fusedkd_cuda_host_logic_tests fusedkd_cuda_sweep fusedkd_cuda_timing fusedkd-check)
+targets=(fusedkd_cuda_tests fusedkd_cuda_host_logic_tests fusedkd_cuda_shard_tests fusedkd_cuda_sweep fusedkd_cuda_timing fusedkd-check)
 if ! skipped build; then
   prefix=""
   if [[ -f $root/third_party/googletest/CMakeLists.txt ]]; then
@@ -128,6 +128,11 @@ if ! skipped tests; then
     timeout 180 "$tests_dir/fusedkd_cuda_reference_tests" > "$logs/cuda_reference_tests.log" 2>&1
     result cuda-reference-tests $? "(log cuda_reference_tests.log)"
   fi
+  # The column-sharded losses on CUDA and the NCCL adapter (one-rank communicator, graph capture).
+  timeout 120 "$tests_dir/fusedkd_cuda_shard_tests" > "$logs/cuda_shard_tests.log" 2>&1
+  st=$?
+  [[ $st == 0 ]] && grep -q '^\[  SKIPPED \]' "$logs/cuda_shard_tests.log" && st=3
+  result cuda-shard-tests $st "(log cuda_shard_tests.log)"
 fi
 
 # ---- 3. conformance on the GPU ------------------------------------------------------------------------

@@ -154,6 +154,7 @@ TEST(Shard, BadInputs) {
             Status::kShapeMismatch);
   EXPECT_EQ(finish<float>(Loss::kNkd, o, z, v, b.labels(), Shard{4, 10}, rec.data(), 2, nullptr, {}),
             Status::kNullPointer);
+  EXPECT_STREQ(fusedkd::status_name(Status::kCommError), "comm_error");
   // KD without labels is fine; NKD without labels is not
   EXPECT_EQ(stats<float>(Loss::kKd, o, z, v, Labels::none(), Shard{4, 10}, rec.data()), Status::kSuccess);
   EXPECT_EQ(stats<float>(Loss::kNkd, o, z, v, Labels::none(), Shard{4, 10}, rec.data()), Status::kNullPointer);
