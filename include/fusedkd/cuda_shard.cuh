@@ -11,11 +11,11 @@
 //   Status fusedkd::cuda::sum_shares(shares, world, count, out, stream);   (optional)
 //
 // Every pointer is a device pointer (labels too); `workspace`: shard_workspace_size(N) bytes
-// (status word + row shares; `fusedkd::cuda::check(workspace, stream)` reads the status word
-// after a call, as for the unsharded losses). The calls are stream-ordered, allocate nothing and
-// never synchronize: they can be captured in a CUDA graph, with the collective between them
-// (fusedkd/dist/nccl.cuh does that). `student` and `teacher` may be Matrix<const T> or
-// Matrix<T>; the options' type picks the loss.
+// (status word, batch-sum state, row shares; `fusedkd::cuda::check(workspace, stream)` reads
+// the status word after a call, as for the unsharded losses). The calls are stream-ordered,
+// allocate nothing and never synchronize: they can be captured in a CUDA graph, with the
+// collective between them (fusedkd/dist/nccl.cuh does that). `student` and `teacher` may be
+// Matrix<const T> or Matrix<T>; the options' type picks the loss.
 #pragma once
 
 #if !defined(__CUDACC__)
@@ -57,11 +57,16 @@ Status shard_prepare(Matrix<const T> z, Matrix<const T> v, const Labels& labels,
   if (n > INT32_MAX) return Status::kNotSupported;
   if (workspace_bytes < shard_workspace_size(n)) return Status::kWorkspaceTooSmall;
   if (workspace == nullptr) return Status::kNullPointer;
-  Carver cv(workspace);
   a = cuda_detail::ShardArgs<T>{};
-  a.header = cv.take<Header>(1);
-  a.row_loss = cv.take<float>(static_cast<size_t>(n));
   a.labels = label_args(labels, sh.classes, o.ignore_index);
+  if (!pointers_aligned(z.data, v.data, static_cast<const T*>(nullptr), nullptr, loss, a.labels)) {
+    return Status::kNotSupported;
+  }
+  Carver cv(workspace);
+  const cuda_detail::BatchParts batch = cuda_detail::carve_batch(cv, n);
+  a.header = batch.header;
+  a.row_loss = batch.row_loss;
+  a.batch = cuda_detail::batch_refs(batch);
   a.z = z.data;
   a.ldz = z.stride;
   a.v = v.data;
@@ -73,8 +78,7 @@ Status shard_prepare(Matrix<const T> z, Matrix<const T> v, const Labels& labels,
   a.reduction = o.reduction;
   a.grad_scale = o.grad_scale;
   if (n == 0 && loss == nullptr) return Status::kSuccess;  // phase 1 of nothing
-  return prepass(a.labels, n, sh.classes, a.header, false, nullptr, 0, o, loss, Validation::kAsync,
-                 stream);
+  return prepass(a.labels, n, sh.classes, batch, false, nullptr, 0, o, loss, Validation::kAsync, stream);
 }
 }  // namespace impl
 
@@ -87,10 +91,11 @@ Status shard_stats(Matrix<T> student, Matrix<T> teacher, Labels labels, Shard sh
   Status s = impl::shard_prepare<U>(student, teacher, labels, shard, options, stats, workspace,
                                     workspace_bytes, stream, nullptr, a);
   if (s != Status::kSuccess || a.n == 0) return s;
+  if (!cuda_detail::element_aligned(stats, sizeof(float))) return Status::kNotSupported;
   a.stats = stats;
-  cuda_detail::shard_stats_kernel<<<static_cast<unsigned int>(a.n), cuda_detail::kShardThreads, 0, stream>>>(
-      a, impl::shard_family(options));
-  return cuda_detail::launch_status();
+  return cuda_detail::launch(cuda_detail::shard_stats_kernel<decltype(impl::shard_family(options)), U>,
+                             static_cast<unsigned int>(a.n), cuda_detail::kShardThreads, stream, a,
+                             impl::shard_family(options));
 }
 
 /// Phase 2: this rank's gradient slice and loss share (`loss_share`: 1 float, or N for
@@ -116,9 +121,12 @@ Status shard_finish(Matrix<T> student, Matrix<T> teacher, Labels labels, Shard s
   a.g = grad_student.data;
   a.ldg = grad_student.data != nullptr ? grad_student.stride : 0;
   a.loss = loss_share;
-  cuda_detail::shard_finish_kernel<<<static_cast<unsigned int>(a.n), cuda_detail::kShardThreads, 0, stream>>>(
-      a, impl::shard_family(options));
-  return cuda_detail::launch_status();
+  if (!cuda_detail::element_aligned(a.g, sizeof(U)) || !cuda_detail::element_aligned(gathered, sizeof(float))) {
+    return Status::kNotSupported;
+  }
+  return cuda_detail::launch(cuda_detail::shard_finish_kernel<decltype(impl::shard_family(options)), U>,
+                             static_cast<unsigned int>(a.n), cuda_detail::kShardThreads, stream, a,
+                             impl::shard_family(options));
 }
 
 /// The optional last step: out[i] = sum over ranks k (rank order) of shares[k * count + i], on
@@ -129,8 +137,8 @@ inline Status sum_shares(const float* shares, int world, int64_t count, float* o
   if (shares == nullptr || out == nullptr) return Status::kNullPointer;
   if (world < 1 || count < 0) return Status::kInvalidOption;
   const int64_t blocks = (count + 255) / 256 < 1024 ? (count + 255) / 256 : 1024;
-  cuda_detail::sum_shares_kernel<0><<<static_cast<unsigned int>(blocks), 256, 0, stream>>>(shares, world, count, out);
-  return cuda_detail::launch_status();
+  return cuda_detail::launch(cuda_detail::sum_shares_kernel<0>, static_cast<unsigned int>(blocks), 256, stream,
+                             shares, world, count, out);
 }
 
 }  // namespace cuda

@@ -8,7 +8,7 @@
 //                        merge), the 8-value record;
 //   shard_finish_kernel  the gathered records merged in rank order, the loss's Row, the gradient
 //                        slice and the row's loss share; the last block sums the shares (mean,
-//                        sum) in a fixed order, as the unsharded kernels do.
+//                        sum) in a fixed order (the unsharded kernels' two-level batch sum).
 // Bad labels: the status word in the workspace, and NaN in the row's record (phase 1) or its
 // gradient and share (phase 2), like the unsharded kernels.
 #pragma once
@@ -42,6 +42,7 @@ struct ShardArgs {
   float* loss;
   Header* header;
   float* row_loss;
+  BatchRefs batch;
 };
 
 constexpr int kShardThreads = 256;
@@ -119,9 +120,10 @@ __device__ __forceinline__ void shard_finish_row(const ShardArgs<T>& a, const F&
 template <class F, typename T>
 __global__ void __launch_bounds__(kShardThreads) shard_finish_kernel(ShardArgs<T> a, F f) {
   __shared__ alignas(16) unsigned char scratch[kScratchBytes];
-  shard_finish_row(a, f, static_cast<int64_t>(blockIdx.x), scratch);
+  const int64_t row = blockIdx.x;
+  shard_finish_row(a, f, row, scratch);
   if (a.reduction != Reduction::kNone) {
-    finish_batch_loss(a.header, a.row_loss, a.n, a.reduction, a.loss, scratch);
+    finish_batch_loss(a.batch, a.row_loss, a.n, row, 1, a.reduction, a.loss, scratch);
   }
 }
 
