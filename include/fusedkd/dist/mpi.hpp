@@ -14,7 +14,8 @@
 // same N, reduction and loss. Ranks may hold their columns in any order (rank order only fixes
 // the merge order, so results are deterministic for a given world size and placement). A rank
 // whose own arguments are refused still joins the collectives (with NaN records) so that no rank
-// waits forever: it returns its error, the others get NaN results. An MPI call that fails
+// waits forever: it returns its error, and the others get NaN results (shard_loss) or
+// kInvalidOption (uskd: the global stats are not finite). An MPI call that fails
 // returns Status::kCommError (with the communicator's default handler, MPI aborts first).
 #pragma once
 
