@@ -51,11 +51,13 @@ void sweep(Loss l) {
         for (const LabelKind kind : kinds) {
           if (kind == LabelKind::kNone && l != Loss::kKd) continue;
           if (kind == LabelKind::kSoft && c < 3) continue;
+          if (c > 1000 && kind == LabelKind::kHard32) continue;  // (the small rows cover int32)
           const Batch<T> b = problem<T>(c > 1000 ? 4 : 9, c, kind, bounds, 17u + static_cast<unsigned>(c));
           for (const Reduction red : reds)
             for (const bool ce : {false, true}) {
               if (ce && kind == LabelKind::kNone) continue;
               for (const double temp : {1.0, 3.0}) {
+                if (c > 1000 && temp == 1.0 && red != Reduction::kSum) continue;  // CI time
                 const AnyOptions o = options(red, ce, temp);
                 SCOPED_TRACE(std::string(loss_name(l)) + " C=" + std::to_string(c) + " world=" +
                              std::to_string(world) + " pattern=" + std::to_string(pattern) + " " +
