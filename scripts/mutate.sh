@@ -73,7 +73,7 @@ touched() {  # the files a patch changes
 }
 
 # ---- build folders ----------------------------------------------------------------------------
-targets=(fusedkd_unit_tests)
+targets=(fusedkd_unit_tests fusedkd_shard_tests)
 labels='unit|conformance'
 # -O1 and no per-CPU clones: every mutation recompiles every test file (the library is
 # header-only), and this halves that; the tests check values, not speed. MUTATE_CXX_FLAGS
