@@ -152,7 +152,7 @@ std::vector<int64_t> near_tie_rows(const Batch<T>& b, const AnyOptions& o) {
   // The reference-mode key W/a + log S/b can cancel to ~0, where the rounding of log S (absolute,
   // ~ ulp(|log S|) / b) dominates: an absolute floor. The paper-mode key W/a + S/b is a sum of
   // positive terms whose rounding is relative: no floor (keys go down to e^-40).
-  const bool paper = o.uskd.rank == UskdRank::kPaper;
+  const bool paper = o.uskd.rank != UskdRank::kReference;
   const double rel = dbl ? 1e-12 : 3e-6;
   const double floor = paper ? 0.0 : (dbl ? 1e-15 : 1e-7);
   const torch::Tensor keys =
@@ -228,10 +228,10 @@ std::ostream& operator<<(std::ostream& os, const Case& c) { return os << c.name;
 
 int num_presets(Loss l) {
   switch (l) {
-    case Loss::kNkd: return 4;
+    case Loss::kNkd: return 9;
     case Loss::kKd: return 3;
     case Loss::kDkd: return 4;
-    case Loss::kUskd: return 5;
+    case Loss::kUskd: return 11;
   }
   return 1;
 }
@@ -240,9 +240,20 @@ int num_presets(Loss l) {
 void apply_preset(Loss l, int p, AnyOptions& o) {
   switch (l) {
     case Loss::kNkd: {
-      const double t[] = {1.0, 3.0, 2.0, 0.5}, g[] = {1.5, 3.5, 1.0, 2.5};
+      // 4-8: the paper's variants (Tables 5, 14) at temperatures 1 and not 1.
+      const double t[] = {1.0, 3.0, 2.0, 0.5, 1.0, 2.0, 1.0, 3.0, 0.7},
+                   g[] = {1.5, 3.5, 1.0, 2.5, 1.5, 1.0, 1.5, 3.5, 2.0};
+      using NT = fusedkd::NkdNonTarget;
+      const NT nt[] = {NT::kNormalized, NT::kNormalized, NT::kNormalized, NT::kNormalized,
+                       NT::kPlain,      NT::kPlain,      NT::kNormalized, NT::kNone,
+                       NT::kPlain};
+      const bool target[] = {true, true, true, true, true, false, false, true, true};
+      const bool t2[] = {false, false, false, false, false, false, true, true, true};
       o.nkd.temperature = t[p];
       o.nkd.gamma = g[p];
+      o.nkd.non_target = nt[p];
+      o.nkd.target = target[p];
+      o.nkd.t2 = t2[p];
       break;
     }
     case Loss::kKd: {
@@ -259,15 +270,33 @@ void apply_preset(Loss l, int p, AnyOptions& o) {
       break;
     }
     case Loss::kUskd: {
-      const double al[] = {1.0, 0.1, 1.0, 0.5, 1.0}, be[] = {0.1, 0.1, 0.1, 0.3, 1.0},
-                   mu[] = {0.005, 0.1, 0.005, 0.2, 0.05}, sm[] = {0.1, 0.1, 0.1, 0.0, 0.3};
-      const UskdRank rk[] = {UskdRank::kReference, UskdRank::kReference, UskdRank::kPaper,
-                             UskdRank::kReference, UskdRank::kPaper};
+      // 5-10: the paper's variants (Tables 6, 8, 9, 12, 15).
+      const double al[] = {1.0, 0.1, 1.0, 0.5, 1.0, 1.0, 0.5, 1.0, 1.0, 0.7, 1.0},
+                   be[] = {0.1, 0.1, 0.1, 0.3, 1.0, 0.3, 0.1, 0.5, 0.2, 0.3, 0.1},
+                   mu[] = {0.005, 0.1, 0.005, 0.2, 0.05, 0.1, 0.05, 0.2, 0.1, 0.1, 0.3},
+                   sm[] = {0.1, 0.1, 0.1, 0.0, 0.3, 0.1, 0.1, 0.2, 0.1, 0.1, 0.1};
+      using R = UskdRank;
+      using ST = fusedkd::UskdSoftTarget;
+      const R rk[] = {R::kReference, R::kReference, R::kPaper, R::kReference, R::kPaper,
+                      R::kWeak,      R::kFinal,     R::kCombination, R::kPaper, R::kReference,
+                      R::kWeak};
+      const ST st[] = {ST::kMeanShift, ST::kMeanShift, ST::kMeanShift, ST::kMeanShift,
+                       ST::kMeanShift, ST::kSoftmax,   ST::kSqrtMin,   ST::kMaxNorm,
+                       ST::kMeanNorm,  ST::kMeanShift, ST::kSoftmax};
+      const bool sq[] = {true, true, true, true, true, false, false, false, true, false, true};
+      const bool target[] = {true, true, true, true, true, true, true, true, false, true, false};
+      const bool non[] = {true, true, true, true, true, true, false, true, true, true, true};
+      const bool t2[] = {false, false, false, false, false, false, false, true, true, true, false};
       o.uskd.alpha = al[p];
       o.uskd.beta = be[p];
       o.uskd.mu = mu[p];
       o.uskd.smoothing = sm[p];
       o.uskd.rank = rk[p];
+      o.uskd.soft_target = st[p];
+      o.uskd.square = sq[p];
+      o.uskd.target = target[p];
+      o.uskd.non_target = non[p];
+      o.uskd.t2 = t2[p];
       break;
     }
   }

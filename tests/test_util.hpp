@@ -89,7 +89,10 @@ struct AnyOptions {
                     " ce_weight=" + std::to_string(common.ce_weight);
     switch (l) {
       case Loss::kNkd:
-        s += " temperature=" + std::to_string(nkd.temperature) + " gamma=" + std::to_string(nkd.gamma);
+        s += " temperature=" + std::to_string(nkd.temperature) + " gamma=" + std::to_string(nkd.gamma) +
+             " target=" + std::to_string(nkd.target) +
+             " non_target=" + std::to_string(static_cast<int>(nkd.non_target)) +
+             " t2=" + std::to_string(nkd.t2);
         break;
       case Loss::kKd:
         s += " temperature=" + std::to_string(kd.temperature) + " weight=" + std::to_string(kd.weight);
@@ -101,7 +104,11 @@ struct AnyOptions {
       case Loss::kUskd:
         s += " alpha=" + std::to_string(uskd.alpha) + " beta=" + std::to_string(uskd.beta) +
              " mu=" + std::to_string(uskd.mu) + " smoothing=" + std::to_string(uskd.smoothing) +
-             " rank=" + (uskd.rank == fusedkd::UskdRank::kPaper ? "paper" : "reference");
+             " rank=" + std::to_string(static_cast<int>(uskd.rank)) +
+             " target=" + std::to_string(uskd.target) + " non_target=" + std::to_string(uskd.non_target) +
+             " square=" + std::to_string(uskd.square) +
+             " soft_target=" + std::to_string(static_cast<int>(uskd.soft_target)) +
+             " t2=" + std::to_string(uskd.t2);
         break;
     }
     return s;

@@ -41,6 +41,46 @@ AnyOptions options_of(const FdCase& f) {
   o.uskd.mu = f.preset == 0 ? 0.005 : 0.4;
   o.uskd.smoothing = f.preset == 0 ? 0.1 : 0.25;
   o.uskd.rank = f.preset == 0 ? fusedkd::UskdRank::kReference : fusedkd::UskdRank::kPaper;
+  // Presets 2+: the paper's variants (NKD Tables 5, 14; USKD Tables 6, 8, 9, 12, 15). At N = 1
+  // every soft-target smoothing makes P a constant of the row (a batch of one), so the check
+  // holds with alpha != 0 there, the T2 term included.
+  using NT = fusedkd::NkdNonTarget;
+  using ST = fusedkd::UskdSoftTarget;
+  using R = fusedkd::UskdRank;
+  switch (f.preset) {
+    case 2:
+      o.nkd.non_target = NT::kPlain;
+      o.nkd.t2 = true;
+      o.uskd.square = false;
+      o.uskd.soft_target = ST::kSoftmax;
+      o.uskd.rank = R::kWeak;
+      o.uskd.t2 = true;
+      break;
+    case 3:
+      o.nkd.non_target = NT::kNormalized;
+      o.nkd.target = false;
+      o.nkd.t2 = true;
+      o.uskd.soft_target = ST::kMaxNorm;
+      o.uskd.rank = R::kFinal;
+      o.uskd.target = false;
+      o.uskd.t2 = true;
+      break;
+    case 4:
+      o.nkd.non_target = NT::kNone;
+      o.nkd.t2 = true;
+      o.uskd.soft_target = ST::kMeanNorm;
+      o.uskd.rank = R::kCombination;
+      o.uskd.non_target = false;
+      break;
+    case 5:
+      o.nkd.non_target = NT::kPlain;
+      o.nkd.target = false;
+      o.uskd.soft_target = ST::kSqrtMin;
+      o.uskd.square = false;
+      o.uskd.t2 = true;
+      break;
+    default: break;
+  }
   return o;
 }
 
@@ -92,7 +132,8 @@ std::vector<FdCase> fd_cases() {
         for (LabelKind kind : {LabelKind::kHard64, LabelKind::kSoft, LabelKind::kNone}) {
           if (kind == LabelKind::kNone && loss != Loss::kKd) continue;
           if (loss == Loss::kUskd && kind == LabelKind::kSoft && c < 3) continue;
-          for (int preset = 0; preset < 2; ++preset, ++k) {
+          const int presets = loss == Loss::kNkd || loss == Loss::kUskd ? 6 : 2;
+          for (int preset = 0; preset < presets; ++preset, ++k) {
             FdCase f{loss, n, c, kind, n > 1 && kind == LabelKind::kHard64 ? 0.3 : 0.0, reds[k % 3],
                      temps[k % 4], (k % 3 == 1) ? 0.6 : 0.0, (k % 4 == 2) ? -1.7 : 1.0, preset};
             v.push_back(f);

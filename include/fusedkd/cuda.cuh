@@ -283,7 +283,7 @@ Status nkd(Matrix<const T> z, Matrix<const T> v, const Labels& labels, const Nkd
            Matrix<T> g, void* ws, size_t ws_bytes, cudaStream_t stream, Validation validation) {
   if (!fusedkd::detail::valid_options(o)) return Status::kInvalidOption;
   const cuda_detail::NkdFamily f{static_cast<float>(1.0 / o.temperature), static_cast<float>(o.gamma),
-                                 static_cast<float>(o.ce_weight)};
+                                 static_cast<float>(o.ce_weight), fusedkd::detail::nkd_terms(o)};
   return run_pair(z, v, labels, o, false, f, loss, g, ws, ws_bytes, stream, validation);
 }
 
@@ -311,6 +311,9 @@ Status uskd(Matrix<const T> z, Matrix<const T> w, const Labels& labels, const Us
   const int64_t n = z.rows, c = z.cols;
   Status s = fusedkd::detail::check_uskd(z, w, labels, o, loss, gz, gw);
   if (s != Status::kSuccess) return s;
+  // Table 8's other soft targets need batch minima, maxima and sums of exponentials the
+  // statistics pass does not gather yet: the CPU backend has them.
+  if (o.soft_target != UskdSoftTarget::kMeanShift) return Status::kNotSupported;
   if (n > INT32_MAX) return Status::kNotSupported;  // (C: check_pair)
   const cuda_detail::UskdLayout l = cuda_detail::uskd_layout(ws, n, c);
   if (ws_bytes < l.bytes) return Status::kWorkspaceTooSmall;
@@ -354,7 +357,9 @@ Status uskd(Matrix<const T> z, Matrix<const T> w, const Labels& labels, const Us
   a.mu = static_cast<float>(o.mu);
   a.eps = static_cast<float>(o.smoothing);
   a.ce = static_cast<float>(o.ce_weight);
-  a.paper = o.rank == UskdRank::kPaper;
+  a.rank_mode = static_cast<int>(o.rank);
+  a.square = o.square;
+  a.terms = fusedkd::detail::uskd_terms(o);
   a.index_bits = index_bits;
   a.row0 = 0;
   a.keys = nullptr;

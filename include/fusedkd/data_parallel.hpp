@@ -12,6 +12,8 @@
 //                              fusedkd/dist/mpi.hpp does the latter);
 //   2. cpu::uskd(..., global)  the usual call, with mean = sum / rows of the global sums.
 //
+// With `square = false` the sums are of S_tk instead of S_tk^2 (Table 12). The soft targets
+// kMeanShift and kMeanNorm use only the mean; the others are kNotSupported here.
 // Only the constant P changes: the reduction (mean over the rank's rows, sum, none) and the
 // gradient stay per rank, as the data-parallel trainer expects (it averages parameter gradients
 // across ranks itself). Phase 1 reads the student logits once more (its statistics pass).
@@ -61,7 +63,7 @@ FUSEDKD_PARALLEL_ROWS(n * c)
     sq[2 * r] = sq[2 * r + 1] = A(0);
     if (tg.ignored) continue;
     const SplitStats<A> zs = row_stats(z.row(r), static_cast<int32_t>(c), tg, A(1), false);
-    uskd_target_squares(zs, tg, sq[2 * r], sq[2 * r + 1]);
+    uskd_target_squares(zs, tg, sq[2 * r], sq[2 * r + 1], o.square);
   }
   UskdBatchStats b;
   for (int64_t r = 0; r < n; ++r) {  // row order, as uskd_cpu sums them
@@ -78,6 +80,11 @@ Status uskd_global_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, cons
                        const UskdBatchStats& global, acc_t<T>* loss, Matrix<T> gz, Matrix<T> gw) {
   if (!(global.rows >= 0.0) || !std::isfinite(global.sum1) || !std::isfinite(global.sum2)) {
     return Status::kInvalidOption;
+  }
+  // Only a mean crosses the ranks: the soft targets built from a batch min, max or sum of
+  // exponentials (Table 8's other variants) would need those reduced too.
+  if (o.soft_target != UskdSoftTarget::kMeanShift && o.soft_target != UskdSoftTarget::kMeanNorm) {
+    return Status::kNotSupported;
   }
   const double sums[3] = {global.sum1, global.sum2, global.rows};
   return uskd_cpu(z, w, labels, o, loss, gz, gw, sums);

@@ -98,14 +98,28 @@ ojson options_json(const Spec& s) {
     const fusedkd::NkdOptions d;
     put(o, st, "temperature", s.nkd.temperature, d.temperature);
     put(o, st, "gamma", s.nkd.gamma, d.gamma);
+    // The paper's variants (tests/conformance/README.md): written only when not the default, so
+    // the cases of the released loss read as before.
+    put(o, OptionStyle::kPartial, "target", s.nkd.target, d.target);
+    const char* forms[] = {"normalized", "plain", "none"};
+    put(o, OptionStyle::kPartial, "non_target", std::string(forms[static_cast<int>(s.nkd.non_target)]),
+        std::string("normalized"));
+    put(o, OptionStyle::kPartial, "t2", s.nkd.t2, d.t2);
   } else if (s.loss == "uskd") {
     const fusedkd::UskdOptions d;
     put(o, st, "alpha", s.uskd.alpha, d.alpha);
     put(o, st, "beta", s.uskd.beta, d.beta);
     put(o, st, "mu", s.uskd.mu, d.mu);
     put(o, st, "smoothing", s.uskd.smoothing, d.smoothing);
-    const std::string rank = s.uskd.rank == fusedkd::UskdRank::kPaper ? "paper" : "reference";
-    put(o, st, "rank", rank, std::string("reference"));
+    const char* ranks[] = {"reference", "paper", "weak", "final", "combination"};
+    put(o, st, "rank", std::string(ranks[static_cast<int>(s.uskd.rank)]), std::string("reference"));
+    const char* softs[] = {"mean_shift", "softmax", "sqrt_min", "max_norm", "mean_norm"};
+    put(o, OptionStyle::kPartial, "target", s.uskd.target, d.target);
+    put(o, OptionStyle::kPartial, "non_target", s.uskd.non_target, d.non_target);
+    put(o, OptionStyle::kPartial, "square", s.uskd.square, d.square);
+    put(o, OptionStyle::kPartial, "soft_target",
+        std::string(softs[static_cast<int>(s.uskd.soft_target)]), std::string("mean_shift"));
+    put(o, OptionStyle::kPartial, "t2", s.uskd.t2, d.t2);
   } else if (s.loss == "kd") {
     const fusedkd::KdOptions d;
     put(o, st, "temperature", s.kd.temperature, d.temperature);
@@ -497,6 +511,73 @@ std::vector<Spec> project_cases() {
     s.labels = Labels::kHard32;
     s.error = "label_out_of_range";
     s.bad_label = 20;
+  });
+  // Appended last, so that the cases above keep their seeds.
+  // The paper's NKD variants (Tables 5, 14).
+  using NT = fusedkd::NkdNonTarget;
+  add("nkd_var_target_only", "nkd", 8, 50, [](Spec& s) { s.nkd.non_target = NT::kNone; });
+  add("nkd_var_plain_non_target", "nkd", 8, 50, [](Spec& s) { s.nkd.non_target = NT::kPlain; });
+  add("nkd_var_plain_t3_soft", "nkd", 6, 100, [](Spec& s) {
+    s.labels = Labels::kSoftMixup;
+    s.nkd = fusedkd::NkdOptions::cifar100();
+    s.nkd.non_target = NT::kPlain;
+  });
+  add("nkd_var_t2_only", "nkd", 8, 50, [](Spec& s) {
+    s.nkd.target = false;
+    s.nkd.t2 = true;
+  });
+  add("nkd_var_t1_t2_t2temp_f16", "nkd", 4, 1000, [](Spec& s) {
+    s.dtype = "float16";
+    s.nkd.temperature = 2.0;
+    s.nkd.t2 = true;
+    s.nkd.ce_weight = 0.5;
+  });
+  add("nkd_var_t2_bf16_none", "nkd", 6, 64, [](Spec& s) {
+    s.dtype = "bfloat16";
+    s.nkd.t2 = true;
+    s.nkd.reduction = Reduction::kNone;
+    s.ignored = 1;
+  });
+
+  // The paper's USKD variants (Tables 6, 8, 9, 12, 15).
+  using ST = fusedkd::UskdSoftTarget;
+  add("uskd_var_weak_rank_no_square", "uskd", 8, 40, [](Spec& s) {
+    s.uskd.rank = fusedkd::UskdRank::kWeak;
+    s.uskd.square = false;
+  });
+  add("uskd_var_final_rank_softmax", "uskd", 8, 40, [](Spec& s) {
+    s.uskd.rank = fusedkd::UskdRank::kFinal;
+    s.uskd.soft_target = ST::kSoftmax;
+    s.uskd.square = false;
+  });
+  add("uskd_var_combination_sqrt_min", "uskd", 8, 40, [](Spec& s) {
+    s.uskd.rank = fusedkd::UskdRank::kCombination;
+    s.uskd.soft_target = ST::kSqrtMin;
+    s.uskd.square = false;
+  });
+  add("uskd_var_max_norm_soft", "uskd", 6, 30, [](Spec& s) {
+    s.labels = Labels::kSoftMixup;
+    s.uskd.soft_target = ST::kMaxNorm;
+    s.uskd.square = false;
+  });
+  add("uskd_var_mean_norm_t2", "uskd", 8, 50, [](Spec& s) {
+    s.uskd.soft_target = ST::kMeanNorm;
+    s.uskd.t2 = true;
+    s.ignored = 2;
+  });
+  add("uskd_var_t2_only_soft", "uskd", 6, 30, [](Spec& s) {
+    s.labels = Labels::kSoftSmooth;
+    s.uskd.target = false;
+    s.uskd.t2 = true;
+    s.uskd.rank = fusedkd::UskdRank::kPaper;
+  });
+  add("uskd_var_target_only_bf16", "uskd", 6, 64, [](Spec& s) {
+    s.dtype = "bfloat16";
+    s.uskd.non_target = false;
+  });
+  add("uskd_var_non_target_only_f16", "uskd", 4, 1000, [](Spec& s) {
+    s.dtype = "float16";
+    s.uskd.target = false;
   });
   return v;
 }

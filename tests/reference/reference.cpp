@@ -140,7 +140,8 @@ UskdTargets uskd_targets(const Lab& l) {
 }
 
 /// rank = w_i / (1 - w_t.sum(1) + 1e-6) + s_i / (1 - s_t.sum(1) + 1e-6), s_i being log_softmax
-/// (what the released code has in s_i at that point) or softmax (paper mode, Eq. 10).
+/// (what the released code has in s_i at that point) or softmax (paper mode, Eq. 10); the
+/// Table 9 variants: w_i alone, softmax alone, or w_i + softmax without the denominators.
 Tensor uskd_keys(const Tensor& zs, const Tensor& ws, const Tensor& label, fusedkd::UskdRank mode) {
   torch::NoGradGuard ng;
   const Tensor w_i = torch::softmax(ws.detach(), 1);
@@ -148,7 +149,21 @@ Tensor uskd_keys(const Tensor& zs, const Tensor& ws, const Tensor& label, fusedk
   const Tensor x_i = mode == fusedkd::UskdRank::kReference ? torch::log_softmax(zs.detach(), 1)
                                                           : torch::softmax(zs.detach(), 1);
   const Tensor x_t = x_i.gather(1, label);
+  switch (mode) {
+    case fusedkd::UskdRank::kWeak: return w_i;
+    case fusedkd::UskdRank::kFinal: return x_i;
+    case fusedkd::UskdRank::kCombination: return w_i + x_i;
+    default: break;
+  }
   return w_i / (1 - w_t.sum(1, true) + 1e-6) + x_i / (1 - x_t.sum(1, true) + 1e-6);
+}
+
+/// log(1 - sum of S over the columns `label`) [M], from the other columns' log-probabilities
+/// (stable when the targets hold nearly all the mass).
+Tensor log_rest_mass(const Tensor& log_s, const Tensor& label) {
+  const int64_t m = log_s.size(0), c = log_s.size(1), k = label.size(1);
+  const Tensor mask = torch::ones_like(log_s).scatter_(1, label, 0).to(torch::kBool);
+  return log_s.index({mask}).reshape({m, c - k}).logsumexp(1);
 }
 
 }  // namespace
@@ -178,14 +193,24 @@ Result nkd(const Tensor& student, const Tensor& teacher, const Tensor& labels,
   const Tensor loss_t = -(t_t * s_t).squeeze(1);  // released: -(t_t * s_t).mean()
 
   const Tensor mask = torch::ones_like(logit_s).scatter_(1, label, 0).to(torch::kBool);
-  const Tensor ns = logit_s.index({mask}).reshape({m, c - 1});
-  const Tensor nt = logit_t.index({mask}).reshape({m, c - 1});
-  const Tensor S_i = torch::log_softmax(ns / temp, 1);
-  const Tensor T_i = torch::softmax(nt / temp, 1);
-  // released: loss_non = -gamma * temp**2 * (T_i * S_i).sum(dim=1).mean()
-  const Tensor loss_non = -gamma * (temp * temp) * (T_i * S_i).sum(1);
+  Tensor loss_non = torch::zeros({m}, kF64);
+  if (o.non_target == fusedkd::NkdNonTarget::kNormalized) {
+    const Tensor ns = logit_s.index({mask}).reshape({m, c - 1});
+    const Tensor nt = logit_t.index({mask}).reshape({m, c - 1});
+    const Tensor S_i = torch::log_softmax(ns / temp, 1);
+    const Tensor T_i = torch::softmax(nt / temp, 1);
+    // released: loss_non = -gamma * temp**2 * (T_i * S_i).sum(dim=1).mean()
+    loss_non = -gamma * (temp * temp) * (T_i * S_i).sum(1);
+  } else if (o.non_target == fusedkd::NkdNonTarget::kPlain) {
+    // Table 5's "KD's non-target": the full softmaxes at 1/temp, summed over i != t.
+    const Tensor S_i = torch::log_softmax(logit_s / temp, 1).index({mask}).reshape({m, c - 1});
+    const Tensor T_i = torch::softmax(logit_t / temp, 1).index({mask}).reshape({m, c - 1});
+    loss_non = -gamma * (temp * temp) * (T_i * S_i).sum(1);
+  }
 
-  Tensor rows = loss_t + loss_non;
+  Tensor rows = loss_non;
+  if (o.target) rows = rows + loss_t;
+  if (o.t2) rows = rows - (1 - t_t.squeeze(1)) * log_rest_mass(s_i, label);  // Table 14's T2
   if (o.ce_weight != 0.0) rows = rows + o.ce_weight * (-s_t.squeeze(1));
   auto fin = finish(rows, l.valid, n, o, {z});
   return {fin.first, fin.second[0], Tensor()};
@@ -285,8 +310,18 @@ Result uskd(const Tensor& student, const Tensor& weak, const Tensor& labels,
   {
     torch::NoGradGuard ng;
     const Tensor s_t = torch::softmax(logit_s, 1).gather(1, label);
-    p_t = s_t.pow(2);
-    p_t = p_t + tg.value - p_t.mean(0, true);
+    const Tensor u = o.square ? s_t.pow(2) : s_t;  // Table 12: without the square
+    switch (o.soft_target) {                        // Table 8's smoothing, over the batch
+      case fusedkd::UskdSoftTarget::kMeanShift: p_t = u + tg.value - u.mean(0, true); break;
+      case fusedkd::UskdSoftTarget::kSoftmax:
+        p_t = torch::softmax(u, 0) * tg.value.sum(0, true);
+        break;
+      case fusedkd::UskdSoftTarget::kSqrtMin:
+        p_t = torch::sqrt(u - std::get<0>(u.min(0, true)));
+        break;
+      case fusedkd::UskdSoftTarget::kMaxNorm: p_t = u / std::get<0>(u.max(0, true)); break;
+      case fusedkd::UskdSoftTarget::kMeanNorm: p_t = u / u.mean(0, true); break;
+    }
     p_t.masked_fill_(tg.value == 0, 0.0);
     p_t = p_t.detach();
   }
@@ -323,7 +358,14 @@ Result uskd(const Tensor& student, const Tensor& weak, const Tensor& labels,
   const Tensor ns_i = torch::log_softmax(logit_s.index({mask}).reshape({m, c - k}), 1);
   const Tensor loss_non = -(nz_i * ns_i).sum(1);
 
-  Tensor rows = o.alpha * loss_t + o.beta * loss_non + loss_weak;
+  // (the default's terms in the released order, so that its float64 sums stay bit for bit)
+  Tensor rows = o.target ? o.alpha * loss_t : torch::zeros_like(loss_weak);
+  if (o.non_target) rows = rows + o.beta * loss_non;
+  rows = rows + loss_weak;
+  if (o.t2) {
+    // Table 15's T2 with USKD's soft labels: -(1 - sum_k P_k) log(1 - sum_k S_tk)
+    rows = rows - o.alpha * (1 - p_t.sum(1)) * log_rest_mass(s_i, label);
+  }
   if (o.ce_weight != 0.0) rows = rows + o.ce_weight * (-s_t.select(1, 0));
   auto fin = finish(rows, l.valid, n, o, {z, w});
   return {fin.first, fin.second[0], fin.second[1]};

@@ -162,6 +162,11 @@ inline std::string text(const json& v, const std::string& what) {
   return v.get<std::string>();
 }
 
+inline bool boolean(const json& v, const std::string& what) {
+  if (!v.is_boolean()) throw CaseError(what + " must be true or false, found " + v.dump());
+  return v.get<bool>();
+}
+
 /// Sets one of the options every loss has. Returns false when `key` is not one of them.
 inline bool common_option(fusedkd::CommonOptions& o, const std::string& key, const json& v) {
   const std::string what = "option '" + shown(key) + "'";
@@ -198,6 +203,16 @@ inline void parse_options(Problem& p, const json& opts) {
         known = common_option(p.nkd, key, v);
         if (key == "temperature") p.nkd.temperature = number(v, what), known = true;
         if (key == "gamma") p.nkd.gamma = number(v, what), known = true;
+        if (key == "target") p.nkd.target = boolean(v, what), known = true;
+        if (key == "t2") p.nkd.t2 = boolean(v, what), known = true;
+        if (key == "non_target") {
+          const std::string f = text(v, what);
+          if (f == "normalized") p.nkd.non_target = fusedkd::NkdNonTarget::kNormalized;
+          else if (f == "plain") p.nkd.non_target = fusedkd::NkdNonTarget::kPlain;
+          else if (f == "none") p.nkd.non_target = fusedkd::NkdNonTarget::kNone;
+          else throw CaseError("unknown non_target '" + shown(f) + "' (normalized, plain or none)");
+          known = true;
+        }
         break;
       case LossKind::kUskd:
         known = common_option(p.uskd, key, v);
@@ -209,7 +224,25 @@ inline void parse_options(Problem& p, const json& opts) {
           const std::string r = text(v, what);
           if (r == "reference") p.uskd.rank = fusedkd::UskdRank::kReference;
           else if (r == "paper") p.uskd.rank = fusedkd::UskdRank::kPaper;
-          else throw CaseError("unknown rank '" + shown(r) + "' (reference or paper)");
+          else if (r == "weak") p.uskd.rank = fusedkd::UskdRank::kWeak;
+          else if (r == "final") p.uskd.rank = fusedkd::UskdRank::kFinal;
+          else if (r == "combination") p.uskd.rank = fusedkd::UskdRank::kCombination;
+          else throw CaseError("unknown rank '" + shown(r) + "' (reference, paper, weak, final or combination)");
+          known = true;
+        }
+        if (key == "target") p.uskd.target = boolean(v, what), known = true;
+        if (key == "non_target") p.uskd.non_target = boolean(v, what), known = true;
+        if (key == "square") p.uskd.square = boolean(v, what), known = true;
+        if (key == "t2") p.uskd.t2 = boolean(v, what), known = true;
+        if (key == "soft_target") {
+          const std::string f = text(v, what);
+          if (f == "mean_shift") p.uskd.soft_target = fusedkd::UskdSoftTarget::kMeanShift;
+          else if (f == "softmax") p.uskd.soft_target = fusedkd::UskdSoftTarget::kSoftmax;
+          else if (f == "sqrt_min") p.uskd.soft_target = fusedkd::UskdSoftTarget::kSqrtMin;
+          else if (f == "max_norm") p.uskd.soft_target = fusedkd::UskdSoftTarget::kMaxNorm;
+          else if (f == "mean_norm") p.uskd.soft_target = fusedkd::UskdSoftTarget::kMeanNorm;
+          else throw CaseError("unknown soft_target '" + shown(f) +
+                               "' (mean_shift, softmax, sqrt_min, max_norm or mean_norm)");
           known = true;
         }
         break;

@@ -77,12 +77,16 @@ FUSEDKD_INLINE float fk_exp(float x) {
 #endif
 FUSEDKD_HD double fk_exp(double x) { return ::exp(x); }
 FUSEDKD_HD float fk_log(float x) { return ::logf(x); }
+FUSEDKD_HD float fk_sqrt(float x) { return ::sqrtf(x); }
+FUSEDKD_HD double fk_sqrt(double x) { return ::sqrt(x); }
 FUSEDKD_HD double fk_log(double x) { return ::log(x); }
 
 /// The most negative finite value: the identity of a running max that also survives -inf inputs.
 template <typename A> FUSEDKD_HD A lowest();
 template <> FUSEDKD_HD float lowest<float>() { return -3.402823466e+38f; }
 template <> FUSEDKD_HD double lowest<double>() { return -1.7976931348623157e+308; }
+/// The largest finite value.
+template <typename A> FUSEDKD_HD A max_finite() { return -lowest<A>(); }
 
 
 /// `c ? a : b`, written on the host as a bit blend: float compares and selects keep GCC from
@@ -229,29 +233,76 @@ FUSEDKD_HD A log_non_target_mass(const LogProb<A>& non, const LogProb<A>& full) 
 }
 
 // ---------------------------------------------------------------------------------------------
-// NKD: row loss = -(T_t + ce) log S_t - gamma * lambda^2 * sum_{i != t} That_i log Shat_i.
+// NKD: row loss = -(T_t + ce) log S_t - gamma * lambda^2 * sum_{i != t} That_i log Shat_i, and
+// the paper's variants (NkdTerms). Every variant has the same gradient shape per element:
+//   target:     coef * S_t - k_t
+//   non-target: k_n * S_i + g_a * Shat_i - g_b * That_i      (Shat, That at 1/lambda)
+// so the default pays one multiply more than NKD alone, and no branch.
 // ---------------------------------------------------------------------------------------------
+
+/// Which NKD terms a row has (NkdOptions' target, non_target, t2).
+struct NkdTerms {
+  bool target = true;      ///< -T_t log S_t
+  int non_target = 0;      ///< 0: normalized (NKD), 1: plain (KD's form), 2: none
+  bool t2 = false;         ///< -(1 - T_t) log(1 - S_t)
+};
+
 template <typename A>
 struct NkdRow {
   LogProb<A> S, Shat, That;  // student full (scale 1), student / teacher non-target (1/lambda)
-  A coef_t;                  // T_t + ce_weight
-  A log_st;                  // log S_t
-  A g_non;                   // gamma * lambda (gradient weight of the non-target term)
-  A l_non;                   // gamma * lambda^2 (loss weight of the non-target term)
+  A coef;                    // weight of -log S_t: T_t (target term) + ce_weight
+  A k_t;                     // target gradient: coef * S_t - k_t
+  A k_n, g_a, g_b;           // non-target gradient: k_n * S_i + g_a * Shat_i - g_b * That_i
+  A l_non;                   // loss weight of sum That * log Shat
+  A l_const;                 // the rest of the row loss: -coef * log S_t and the row constants
   int32_t t;
 
   /// `zs`, `vs`: stats of the student and teacher rows with inv = 1/lambda.
   FUSEDKD_HD NkdRow(const SplitStats<A>& zs, const SplitStats<A>& vs, const RowTargets<A>& tg,
-                    A inv_lambda, A gamma, A ce) {
+                    A inv_lambda, A gamma, A ce, NkdTerms terms = NkdTerms()) {
     S = zs.full(A(1), tg);
     Shat = zs.non_target(inv_lambda);
     That = vs.non_target(inv_lambda);
     const LogProb<A> T = vs.full(A(1), tg);
-    coef_t = fk_exp(T(vs.x1)) + ce;
-    log_st = S(zs.x1);
+    const A tt = fk_exp(T(vs.x1));
+    coef = (terms.target ? tt : A(0)) + ce;
+    const A log_st = S(zs.x1);
     const A lambda = A(1) / inv_lambda;
-    g_non = gamma * lambda;
-    l_non = gamma * lambda * lambda;
+    const A g_non = terms.non_target == 2 ? A(0) : gamma * lambda;
+    k_t = coef;
+    k_n = coef;
+    g_a = g_b = g_non;
+    l_non = g_non * lambda;
+    l_const = -weighted(coef, log_st);
+    if (terms.non_target == 1) {
+      // KD's form at 1/lambda: S_i = Shat_i (1 - S_t), T_i = That_i (1 - T_t) for i != t, so
+      // -sum T_i log S_i = (1 - T_t) (-sum That_i log Shat_i - log(1 - S_t)); its gradient is
+      // g_non * (1 - T_t) ((1 - S_t) Shat_i - That_i) off the target, g_non (1 - T_t) S_t on it.
+      const LogProb<A> Sl = zs.full(inv_lambda, tg), Tl = vs.full(inv_lambda, tg);
+      const A log_sn = log_non_target_mass(Shat, Sl);
+      const A tn = fk_exp(log_non_target_mass(That, Tl));
+      g_b = g_non * tn;
+      g_a = g_b * fk_exp(log_sn);
+      k_t -= g_b * fk_exp(Sl(zs.x1));
+      l_non *= tn;
+      l_const -= weighted(l_non, log_sn);
+    }
+    if (terms.t2) {
+      // -(1 - T_t) log(1 - S_t) at scale 1: gradient (1 - T_t) S_t on the target and
+      // -(1 - T_t) S_t S_i / (1 - S_t) off it (S_i / (1 - S_t) is Shat_i when lambda = 1).
+      const LogProb<A> S1hat = zs.non_target(A(1));
+      const A log_sn = log_non_target_mass(S1hat, S);
+      const A c2 = A(1) - tt;
+      const A st = fk_exp(log_st);
+      k_t -= c2 * st;
+      if (inv_lambda == A(1)) {
+        g_a -= c2 * st;
+      } else {
+        const A r = fk_exp(log_st - log_sn);  // S_t / (1 - S_t); inf only when S_i are all 0
+        k_n -= c2 * (r < max_finite<A>() ? r : max_finite<A>());
+      }
+      l_const -= weighted(c2, log_sn);
+    }
     t = tg.t1;
   }
 
@@ -263,10 +314,10 @@ struct NkdRow {
     const A th = fk_exp(That(v));
     const bool target = i == t;
     acc += choose(target | is_zero(th), A(0), th * log_sh);  // That_i = 0: no share (-inf logits)
-    return choose(target, coef_t * (s - A(1)), coef_t * s + g_non * (fk_exp(log_sh) - th));
+    return choose(target, coef * s - k_t, k_n * s + g_a * fk_exp(log_sh) - g_b * th);
   }
 
-  FUSEDKD_HD A loss(A acc) const { return -weighted(coef_t, log_st) - l_non * acc; }
+  FUSEDKD_HD A loss(A acc) const { return l_const - l_non * acc; }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -364,17 +415,26 @@ struct DkdRow {
 // Phase 2 (per row): the rank keys R_i, a sort, then UskdRow::element per class.
 // ---------------------------------------------------------------------------------------------
 
-/// Rank key of class i: W_i / (1 - sum_k W_tk + 1e-6) + X_i / (1 - sum_k X_tk + 1e-6), with
-/// X = log S (reference mode) or X = S (paper mode). Sorted descending, ties by lower index.
+/// Rank key of class i, by `mode` (UskdRank's order):
+///   0 (reference) W_i / (1 - sum_k W_tk + 1e-6) + log S_i / (1 - sum_k log S_tk + 1e-6)
+///   1 (paper)     W_i / (1 - sum_k W_tk + 1e-6) + S_i / (1 - sum_k S_tk + 1e-6)
+///   2 (weak) W_i,  3 (final) S_i,  4 (combination) W_i + S_i
+/// All are a * W_i + b * X_i, X = log S in mode 0 and S otherwise (`paper`). Sorted descending,
+/// ties by lower index.
 template <typename A>
 struct UskdRankKey {
   LogProb<A> S, W;
-  A a, b;  // 1 / (1 - sum_k W_tk + 1e-6), 1 / (1 - sum_k X_tk + 1e-6)
-  bool paper;
+  A a, b;
+  bool paper;  // X = S (every mode but the reference one)
 
   FUSEDKD_HD UskdRankKey(const LogProb<A>& S_, const LogProb<A>& W_, const SplitStats<A>& zs,
-                         const SplitStats<A>& ws, const RowTargets<A>& tg, bool paper_mode)
-      : S(S_), W(W_), paper(paper_mode) {
+                         const SplitStats<A>& ws, const RowTargets<A>& tg, int mode)
+      : S(S_), W(W_), paper(mode != 0) {
+    if (mode >= 2) {
+      a = mode == 3 ? A(0) : A(1);
+      b = mode == 2 ? A(0) : A(1);
+      return;
+    }
     A wt = fk_exp(W(ws.x1)), xt = paper ? fk_exp(S(zs.x1)) : S(zs.x1);
     if (tg.t2 >= 0) {
       wt += fk_exp(W(ws.x2));
@@ -384,8 +444,8 @@ struct UskdRankKey {
     b = A(1) / (A(1) - xt + A(1e-6));
   }
 
-  /// The key with the rank mode fixed at compile time (the reference mode needs one
-  /// exponential per element, not two).
+  /// The key with X fixed at compile time (the reference mode needs one exponential per
+  /// element, not two).
   template <bool Paper>
   FUSEDKD_HD A eval(A z, A w) const {
     const A log_s = S(z);
@@ -405,56 +465,112 @@ FUSEDKD_HD A harmonic(int64_t n) {
   return h;
 }
 
-/// S_tk^2 for the row's target classes (sq2 = 0 without a second target): USKD's soft target
-/// before the batch mean of the same squares is subtracted.
+/// u_k = S_tk^2 (S_tk without `square`) for the row's target classes (u2 = 0 without a second
+/// target): USKD's soft target before the batch statistics of the same values enter it.
 template <typename A>
 FUSEDKD_HD void uskd_target_squares(const SplitStats<A>& zs, const RowTargets<A>& tg, A& sq1,
-                                    A& sq2) {
+                                    A& sq2, bool square = true) {
   const LogProb<A> S = zs.full(A(1), tg);
   const A s1 = fk_exp(S(zs.x1));
-  sq1 = s1 * s1;
+  sq1 = square ? s1 * s1 : s1;
   sq2 = A(0);
   if (tg.t2 >= 0) {
     const A s2 = fk_exp(S(zs.x2));
-    sq2 = s2 * s2;
+    sq2 = square ? s2 * s2 : s2;
   }
 }
+
+/// Batch statistics of one target column of u (uskd_target_squares) over the non-ignored rows.
+template <typename A>
+struct UskdColumn {
+  A mean = A(0);     ///< mean of u
+  A min = A(0);      ///< smallest u
+  A max = A(0);      ///< largest u
+  A sum_exp = A(0);  ///< sum of exp(u) (u <= 1: no overflow)
+  A sum_v = A(0);    ///< sum of the label values V
+};
+
+/// The soft target P of one target from its u, its label value V and its column's batch
+/// statistics, by `mode` (UskdSoftTarget's order): 0 u + V - mean, 1 exp(u) / sum_exp * sum_v,
+/// 2 sqrt(u - min), 3 u / max, 4 u / mean. P = 0 where V = 0; modes 3 and 4 give 0 when the
+/// batch's max or mean is 0 (every S_t underflowed).
+template <typename A>
+FUSEDKD_HD A uskd_soft_target(int mode, A u, A v, const UskdColumn<A>& col) {
+  if (v == A(0)) return A(0);
+  switch (mode) {
+    case 1: return fk_exp(u) / col.sum_exp * col.sum_v;
+    case 2: return u > col.min ? fk_sqrt(u - col.min) : A(0);
+    case 3: return col.max > A(0) ? u / col.max : A(0);
+    case 4: return col.mean > A(0) ? u / col.mean : A(0);
+    default: return u + v - col.mean;
+  }
+}
+
+/// Which USKD terms a row has (UskdOptions' target, non_target, t2).
+struct UskdTerms {
+  bool target = true;      ///< alpha * L_target
+  bool non_target = true;  ///< beta * L_non
+  bool t2 = false;         ///< -alpha * (1 - sum_k P_k) log(1 - sum_k S_tk)
+};
 
 template <typename A>
 struct UskdRow {
   LogProb<A> S, Shat, W;
-  A p1, p2;      // soft target weights P_k (constants)
-  A psum;        // P_1 + P_2
   A inv_zsum;    // 1 / sum over non-targets of 1/r
-  A alpha, beta, mu, ce;
+  A k_o, k_t;    // gradient weight of S_i off and on the targets
+  A b_sh, beta;  // non-target gradient: k_o * S_i + b_sh * Shat_i - beta * Zhat_i
+  A tt1, tt2;    // subtracted from the target gradients
+  A mu;
   A q_on, q_off; // weak target: q_i = q_on * y_i + q_off
   A qsum;        // sum_i q_i
-  A log_s1, log_s2;
+  A l_const;     // the row loss but the accumulated sums
   RowTargets<A> tg;
 
-  /// `sq1`, `sq2`: the row's S_tk^2 (uskd_target_squares); `mean1`, `mean2`: their batch means;
-  /// `rank1`, `rank2`: the target classes' 1-based Zipf ranks (rank2 unused without a second
-  /// target); `h`: harmonic(C).
+  /// `p1`, `p2`: the soft targets P_k (uskd_soft_target); `rank1`, `rank2`: the target classes'
+  /// 1-based Zipf ranks (rank2 unused without a second target); `h`: harmonic(C).
   FUSEDKD_HD UskdRow(const SplitStats<A>& zs, const SplitStats<A>& ws, const RowTargets<A>& tg_,
-                     A sq1, A sq2, A mean1, A mean2, int32_t rank1, int32_t rank2, A h, int64_t c,
-                     A alpha_, A beta_, A mu_, A eps, A ce_)
-      : alpha(alpha_), beta(beta_), mu(mu_), ce(ce_), tg(tg_) {
-    // P_k = S_tk^2 + V_k - mean_batch(S_tk^2), 0 where V_k = 0.
-    p1 = tg.v1 != A(0) ? sq1 + tg.v1 - mean1 : A(0);
-    p2 = tg.t2 >= 0 && tg.v2 != A(0) ? sq2 + tg.v2 - mean2 : A(0);
+                     A p1, A p2, int32_t rank1, int32_t rank2, A h, int64_t c, A alpha, A beta_,
+                     A mu_, A eps, A ce, UskdTerms terms)
+      : mu(mu_), tg(tg_) {
+    const A a1 = terms.target ? alpha : A(0), a2 = terms.t2 ? alpha : A(0);
+    beta = terms.non_target ? beta_ : A(0);
     A zipf_targets = A(1) / A(rank1);
     if (tg.t2 >= 0) zipf_targets += A(1) / A(rank2);
     S = zs.full(A(1), tg);
     Shat = zs.non_target(A(1));
     W = ws.full(A(1), tg);
-    psum = p1 + p2;
+    const A psum = p1 + p2;
     inv_zsum = A(1) / (h - zipf_targets);
     q_on = A(1) - eps;
     q_off = eps / A(c);
     qsum = q_on * tg.ysum + eps;  // ysum: 1 for hard labels
-    log_s1 = S(zs.x1);
-    log_s2 = tg.t2 >= 0 ? S(zs.x2) : A(0);
+    const A log_s1 = S(zs.x1);
+    const A log_s2 = tg.t2 >= 0 ? S(zs.x2) : A(0);
+    k_o = a1 * psum + ce;
+    k_t = k_o;
+    b_sh = beta;
+    tt1 = a1 * p1 + ce;
+    tt2 = a1 * p2;
+    l_const = -weighted(a1, weighted(p1, log_s1) + weighted(p2, log_s2)) - weighted(ce, log_s1);
+    if (a2 != A(0)) {
+      // T2 = -c2 log(1 - S_A), c2 = alpha (1 - psum), S_A = sum_k S_tk: gradient c2 S_i on a
+      // target, -c2 S_A S_i / (1 - S_A) = -c2 S_A Shat_i off them.
+      const A c2 = a2 * (A(1) - psum);
+      const A s_a = fk_exp(log_s1) + (tg.t2 >= 0 ? fk_exp(log_s2) : A(0));
+      k_t += c2;
+      b_sh -= c2 * s_a;
+      l_const -= weighted(c2, log_non_target_mass(Shat, S));
+    }
   }
+
+  /// The released USKD with the default terms; `sq1`, `sq2`: the row's S_tk^2
+  /// (uskd_target_squares); `mean1`, `mean2`: their batch means.
+  FUSEDKD_HD UskdRow(const SplitStats<A>& zs, const SplitStats<A>& ws, const RowTargets<A>& tg_,
+                     A sq1, A sq2, A mean1, A mean2, int32_t rank1, int32_t rank2, A h, int64_t c,
+                     A alpha_, A beta_, A mu_, A eps, A ce_)
+      : UskdRow(zs, ws, tg_, tg_.v1 != A(0) ? sq1 + tg_.v1 - mean1 : A(0),
+                tg_.t2 >= 0 && tg_.v2 != A(0) ? sq2 + tg_.v2 - mean2 : A(0), rank1, rank2, h, c,
+                alpha_, beta_, mu_, eps, ce_, UskdTerms()) {}
 
   /// Gradients w.r.t. z_i and w_i for class i at 1-based rank r with label value y_i.
   /// Adds the element's share of sum Zhat*log Shat to acc_non and of sum q*log W to acc_weak.
@@ -469,14 +585,12 @@ struct UskdRow {
     const A lsh = Shat(z);
     const A zh = inv_zsum / A(r);
     acc_non += choose(other, zh * lsh, A(0));
-    const A g = (alpha * psum + ce) * s;
-    const A target_term = choose(is1, alpha * p1 + ce, alpha * p2);
-    dz = choose(other, g + beta * (fk_exp(lsh) - zh), g - target_term);
+    const A target_term = choose(is1, tt1, tt2);
+    dz = choose(other, k_o * s + b_sh * fk_exp(lsh) - beta * zh, k_t * s - target_term);
   }
 
   FUSEDKD_HD A loss(A acc_non, A acc_weak) const {
-    return -alpha * (weighted(p1, log_s1) + weighted(p2, log_s2)) - beta * acc_non -
-           mu * acc_weak - weighted(ce, log_s1);
+    return l_const - beta * acc_non - mu * acc_weak;
   }
 };
 

@@ -1,7 +1,7 @@
 // fusedkd/detail/cpu_uskd.hpp — USKD on the CPU.
 //
-// Phase 1, rows in parallel: student and weak statistics, kept per row (O(N)), and S_tk^2.
-// Between the phases: the batch mean of S_tk^2 per target column, summed in row order.
+// Phase 1, rows in parallel: student and weak statistics, kept per row (O(N)), and u_k = S_tk^2.
+// Between the phases: the batch statistics of u per target column (uskd_columns), in row order.
 // Phase 2, rows in parallel: the rank keys of all C classes into a per-thread O(C) buffer, one
 // sort, then one pass that writes both gradient rows and the row loss.
 #pragma once
@@ -140,6 +140,52 @@ FUSEDKD_CPU_CLONES void uskd_pass(const T* z, const T* w, const float* y, T* gz,
   }
 }
 
+/// USKD's variant options are values of their enums (both backends check them).
+inline bool valid_variants(const UskdOptions& o) {
+  const int rank = static_cast<int>(o.rank), soft = static_cast<int>(o.soft_target);
+  return rank >= 0 && rank <= static_cast<int>(UskdRank::kCombination) && soft >= 0 &&
+         soft <= static_cast<int>(UskdSoftTarget::kMeanNorm);
+}
+
+/// The row terms of USKD's options.
+inline UskdTerms uskd_terms(const UskdOptions& o) {
+  UskdTerms t;
+  t.target = o.target;
+  t.non_target = o.non_target;
+  t.t2 = o.t2;
+  return t;
+}
+
+/// The batch statistics of u per target column (`u`: 2 per row, 0 for ignored rows and absent
+/// second targets), over the `active` non-ignored rows, in row order.
+template <typename A>
+void uskd_columns(const RowTargets<A>* targets, const A* u, int64_t n, int64_t active,
+                  UskdColumn<A> col[2]) {
+  double sum[2] = {0.0, 0.0}, sum_exp[2] = {0.0, 0.0}, sum_v[2] = {0.0, 0.0};
+  A lo[2] = {A(0), A(0)}, hi[2] = {A(0), A(0)};
+  bool first = true;
+  for (int64_t r = 0; r < n; ++r) {
+    if (targets[r].ignored) continue;
+    const A v[2] = {targets[r].v1, targets[r].t2 >= 0 ? targets[r].v2 : A(0)};
+    for (int k = 0; k < 2; ++k) {
+      const A x = u[2 * r + k];
+      sum[k] += static_cast<double>(x);
+      sum_exp[k] += std::exp(static_cast<double>(x));
+      sum_v[k] += static_cast<double>(v[k]);
+      lo[k] = first || x < lo[k] ? x : lo[k];
+      hi[k] = first || x > hi[k] ? x : hi[k];
+    }
+    first = false;
+  }
+  for (int k = 0; k < 2; ++k) {
+    col[k].mean = active > 0 ? A(sum[k] / static_cast<double>(active)) : A(0);
+    col[k].min = lo[k];
+    col[k].max = hi[k];
+    col[k].sum_exp = A(sum_exp[k]);
+    col[k].sum_v = A(sum_v[k]);
+  }
+}
+
 /// USKD's checks of its options and arguments (both backends make them first), the options in
 /// the range of the computation type acc_t<T>.
 template <typename T>
@@ -149,7 +195,7 @@ Status check_uskd(const Matrix<const T>& z, const Matrix<const T>& w, const Labe
   using A = acc_t<T>;
   if (!option_in_range<A>(o.alpha) || !option_in_range<A>(o.beta) || !option_in_range<A>(o.mu) ||
       !(o.smoothing >= 0.0 && o.smoothing <= 1.0) ||
-      (o.rank != UskdRank::kReference && o.rank != UskdRank::kPaper)) {
+      !valid_variants(o)) {
     return Status::kInvalidOption;
   }
   Status s = check_pair(z, w, labels, o, loss, gz, false);
@@ -160,8 +206,9 @@ Status check_uskd(const Matrix<const T>& z, const Matrix<const T>& w, const Labe
   return Status::kSuccess;
 }
 
-/// `batch_sums`: null for the mean of S_tk^2 over this call's rows; else {sum S_t1^2, sum S_t2^2,
-/// rows} of a larger batch (data_parallel.hpp), whose mean is used instead.
+/// `batch_sums`: null for the mean of u_k (S_tk^2, or S_tk without `square`) over this call's
+/// rows; else {sum u_1, sum u_2, rows} of a larger batch (data_parallel.hpp), whose mean is used
+/// instead (the other batch statistics of Table 8's soft targets stay this call's).
 template <typename T>
 Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdOptions& o,
                 acc_t<T>* loss, Matrix<T> gz, Matrix<T> gw, const double* batch_sums = nullptr) {
@@ -182,7 +229,7 @@ Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdO
   if (!zstats) return Status::kOutOfMemory;
   auto wstats = scratch<SplitStats<A>>(n);
   if (!wstats) return Status::kOutOfMemory;
-  auto sq = scratch<A>(2 * n);  // S_t1^2, S_t2^2 per row
+  auto sq = scratch<A>(2 * n);  // u_1, u_2 per row: S_tk^2 (or S_tk without `square`)
   if (!sq) return Status::kOutOfMemory;
   auto row_loss = scratch<double>(n);
   if (!row_loss) return Status::kOutOfMemory;
@@ -212,27 +259,21 @@ FUSEDKD_PARALLEL_ROWS(n * c)
     const SplitStats<A> zs = row_stats(zr, c32, tg, A(1), false);
     wstats[r] = row_stats(wr, c32, tg, A(1), false);
     zstats[r] = zs;
-    uskd_target_squares(zs, tg, sq[2 * r], sq[2 * r + 1]);
+    uskd_target_squares(zs, tg, sq[2 * r], sq[2 * r + 1], o.square);
   }
 
-  // The batch mean of S_tk^2 over the non-ignored rows, in row order.
-  double mean1 = 0.0, mean2 = 0.0;
-  for (int64_t r = 0; r < n; ++r) {
-    mean1 += static_cast<double>(sq[2 * r]);
-    mean2 += static_cast<double>(sq[2 * r + 1]);
-  }
-  if (active > 0) {
-    mean1 /= static_cast<double>(active);
-    mean2 /= static_cast<double>(active);
-  }
-  if (batch_sums != nullptr) {
-    mean1 = batch_sums[2] > 0.0 ? batch_sums[0] / batch_sums[2] : 0.0;
-    mean2 = batch_sums[2] > 0.0 ? batch_sums[1] / batch_sums[2] : 0.0;
+  // The batch statistics of u = S_tk^2 (or S_tk) over the non-ignored rows, in row order.
+  UskdColumn<A> col[2];
+  uskd_columns(targets.get(), sq.get(), n, active, col);
+  if (batch_sums != nullptr) {  // the mean over a larger batch (data_parallel.hpp)
+    col[0].mean = A(batch_sums[2] > 0.0 ? batch_sums[0] / batch_sums[2] : 0.0);
+    col[1].mean = A(batch_sums[2] > 0.0 ? batch_sums[1] / batch_sums[2] : 0.0);
   }
 
   const A h = harmonic<A>(c);
   const A factor = A(gradient_factor(o, active));
-  const bool paper = o.rank == UskdRank::kPaper;
+  const int rank_mode = static_cast<int>(o.rank), soft_mode = static_cast<int>(o.soft_target);
+  const UskdTerms terms = uskd_terms(o);
   const int64_t ld_y = labels.stride > 0 ? labels.stride : c;
 
   // Phase 2: rank, sort, gradients and row loss.
@@ -259,12 +300,12 @@ FUSEDKD_PARALLEL_ROWS(n * c)
     // Zipf ranks: sort all classes by R, descending, ties by class index.
     RankEntry<A>* ord = order.get() + 2 * static_cast<int64_t>(thread) * c;
     int32_t* rank = ranks.get() + static_cast<int64_t>(thread) * c;
-    const UskdRankKey<A> key(zs.full(A(1), tg), ws.full(A(1), tg), zs, ws, tg,
-                             paper);
+    const UskdRankKey<A> key(zs.full(A(1), tg), ws.full(A(1), tg), zs, ws, tg, rank_mode);
     zipf_ranks(zr, wr, c32, key, ord, rank);
-    const UskdRow<A> row(zs, ws, tg, sq[2 * r], sq[2 * r + 1], A(mean1), A(mean2), rank[tg.t1],
-                         tg.t2 >= 0 ? rank[tg.t2] : 0, h, c, A(o.alpha), A(o.beta), A(o.mu),
-                         A(o.smoothing), A(o.ce_weight));
+    const A p1 = uskd_soft_target(soft_mode, sq[2 * r], tg.v1, col[0]);
+    const A p2 = tg.t2 >= 0 ? uskd_soft_target(soft_mode, sq[2 * r + 1], tg.v2, col[1]) : A(0);
+    const UskdRow<A> row(zs, ws, tg, p1, p2, rank[tg.t1], tg.t2 >= 0 ? rank[tg.t2] : 0, h, c,
+                         A(o.alpha), A(o.beta), A(o.mu), A(o.smoothing), A(o.ce_weight), terms);
 
     // One pass over the row: both gradients and the row loss, in one of four variants (soft or
     // hard labels, gradients or not) so that each inner loop is branch-free and vectorizes.

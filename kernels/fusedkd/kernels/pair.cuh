@@ -53,9 +53,10 @@ struct PairArgs {
 // The loss families: how a Row is made from the statistics (the formulas are core.hpp's).
 struct NkdFamily {
   float inv, gamma, ce;
+  fusedkd::detail::NkdTerms terms;
   __device__ __forceinline__ NkdRow<float> make(const SplitStats<float>& zs, const SplitStats<float>& vs,
                                                 const RowTargets<float>& tg) const {
-    return NkdRow<float>(zs, vs, tg, inv, gamma, ce);
+    return NkdRow<float>(zs, vs, tg, inv, gamma, ce, terms);
   }
 };
 struct KdFamily {

@@ -59,9 +59,11 @@ struct UskdArgs {
   float* row_loss;
   BatchRefs batch;
   UskdRowState* states;
-  float2* sq;  ///< S_t1^2, S_t2^2 per row
+  float2* sq;  ///< u_1, u_2 per row: S_tk^2 (S_tk without `square`)
   float alpha, beta, mu, eps, ce;
-  bool paper;
+  int rank_mode;  ///< UskdRank as an int (core.hpp UskdRankKey)
+  bool square;
+  fusedkd::detail::UskdTerms terms;
   int index_bits;  ///< b: bits of C - 1 (at least 1)
   // The large-C path: a chunk of rows starting at row0.
   int64_t row0;
@@ -127,7 +129,7 @@ __global__ void __launch_bounds__(512) uskd_stats_kernel(UskdArgs<T> a) {
     }
     s.zs = st.z;
     s.ws = st.v;
-    fusedkd::detail::uskd_target_squares(s.zs, s.tg, sq.x, sq.y);
+    fusedkd::detail::uskd_target_squares(s.zs, s.tg, sq.x, sq.y, a.square);
   }
   if (lane == 0) {
     a.states[row] = s;
@@ -153,9 +155,14 @@ __global__ void __launch_bounds__(512) uskd_stats_kernel(UskdArgs<T> a) {
 template <typename T>
 __device__ __forceinline__ UskdRow<float> make_uskd_row(const UskdArgs<T>& a, const UskdRowState& s,
                                                         float2 sq, int rank1, int rank2) {
-  return UskdRow<float>(s.zs, s.ws, s.tg, sq.x, sq.y, static_cast<float>(a.header->mean1),
-                        static_cast<float>(a.header->mean2), rank1, rank2, a.header->harmonic, a.c,
-                        a.alpha, a.beta, a.mu, a.eps, a.ce);
+  // The mean-shift soft target (the only one this backend has so far; cuda.cuh refuses others).
+  fusedkd::detail::UskdColumn<float> col1, col2;
+  col1.mean = static_cast<float>(a.header->mean1);
+  col2.mean = static_cast<float>(a.header->mean2);
+  const float p1 = fusedkd::detail::uskd_soft_target(0, sq.x, s.tg.v1, col1);
+  const float p2 = s.tg.t2 >= 0 ? fusedkd::detail::uskd_soft_target(0, sq.y, s.tg.v2, col2) : 0.0f;
+  return UskdRow<float>(s.zs, s.ws, s.tg, p1, p2, rank1, rank2, a.header->harmonic, a.c, a.alpha, a.beta,
+                        a.mu, a.eps, a.ce, a.terms);
 }
 
 /// Writes both gradient rows with `value` (ignored: 0, bad: NaN) by a block, and the row loss.
@@ -206,7 +213,7 @@ __global__ void __launch_bounds__(kBlockThreads) uskd_sort_kernel(UskdArgs<T> a)
 
     // Rank keys, one block-wide sort, the ranks into shared memory.
     const UskdRankKey<float> key(s.zs.full(1.0f, s.tg), s.ws.full(1.0f, s.tg), s.zs, s.ws, s.tg,
-                                 a.paper);
+                                 a.rank_mode);
     unsigned long long keys[kItems];
     const int end_bit = 33 + a.index_bits;  // the packed key and the padding bit
     const unsigned long long pad = pad_rank_key(a.index_bits);
@@ -287,7 +294,7 @@ __global__ void __launch_bounds__(kUskdStreamThreads) uskd_keys_kernel(UskdArgs<
   const T* zr = a.z + row * a.ldz;
   const T* wr = a.w + row * a.ldw;
   const UskdRankKey<float> key(s.zs.full(1.0f, s.tg), s.ws.full(1.0f, s.tg), s.zs, s.ws, s.tg,
-                               a.paper);
+                               a.rank_mode);
   for (int64_t base = static_cast<int64_t>(threadIdx.x) * V; base < c; base += static_cast<int64_t>(blockDim.x) * V) {
     const int count = tail_count(c, base, V);
     const uint4 zq = load_vec<T>(zr + base, count, a.aligned);
