@@ -311,9 +311,6 @@ Status uskd(Matrix<const T> z, Matrix<const T> w, const Labels& labels, const Us
   const int64_t n = z.rows, c = z.cols;
   Status s = fusedkd::detail::check_uskd(z, w, labels, o, loss, gz, gw);
   if (s != Status::kSuccess) return s;
-  // Table 8's other soft targets need batch minima, maxima and sums of exponentials the
-  // statistics pass does not gather yet: the CPU backend has them.
-  if (o.soft_target != UskdSoftTarget::kMeanShift) return Status::kNotSupported;
   if (n > INT32_MAX) return Status::kNotSupported;  // (C: check_pair)
   const cuda_detail::UskdLayout l = cuda_detail::uskd_layout(ws, n, c);
   if (ws_bytes < l.bytes) return Status::kWorkspaceTooSmall;
@@ -352,6 +349,8 @@ Status uskd(Matrix<const T> z, Matrix<const T> w, const Labels& labels, const Us
   a.batch = cuda_detail::batch_refs(l.batch);
   a.states = l.states;
   a.sq = l.sq;
+  a.vals = l.vals;
+  a.soft_mode = static_cast<int>(o.soft_target);
   a.alpha = static_cast<float>(o.alpha);
   a.beta = static_cast<float>(o.beta);
   a.mu = static_cast<float>(o.mu);

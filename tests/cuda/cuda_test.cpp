@@ -98,6 +98,39 @@ TEST(CudaOptions, EveryOptionAndReduction) {
   }
 }
 
+/// The paper's variants (NKD Tables 5, 14; USKD Tables 6, 8, 9, 12, 15) against the CPU backend,
+/// on every kernel path (C = 10, 1000, and the large-C path).
+TEST(CudaOptions, PaperVariants) {
+  SKIP_WITHOUT_GPU();
+  using NT = fusedkd::NkdNonTarget;
+  using ST = fusedkd::UskdSoftTarget;
+  using R = fusedkd::UskdRank;
+  uint32_t seed = 250;
+  for (Loss loss : {Loss::kNkd, Loss::kUskd}) {
+    for (int64_t c : std::vector<int64_t>{10, 1000, loss == Loss::kUskd ? int64_t(5000) : int64_t(20000)}) {
+      for (int variant = 0; variant < 5; ++variant) {
+        Problem p = make_problem(loss, DType::kFloat32, 9, c,
+                                 variant % 2 ? LabelKind::kSoft : LabelKind::kHard32, seed++);
+        p.common().ce_weight = variant % 3 == 0 ? 0.5 : 0.0;
+        const NT forms[] = {NT::kPlain, NT::kNormalized, NT::kNone, NT::kPlain, NT::kNormalized};
+        p.nkd.temperature = variant % 2 ? 1.0 : 3.0;
+        p.nkd.non_target = forms[variant];
+        p.nkd.target = variant != 1;
+        p.nkd.t2 = variant >= 1;
+        const ST softs[] = {ST::kSoftmax, ST::kSqrtMin, ST::kMaxNorm, ST::kMeanNorm, ST::kMeanShift};
+        const R ranks[] = {R::kWeak, R::kFinal, R::kCombination, R::kPaper, R::kReference};
+        p.uskd.soft_target = softs[variant];
+        p.uskd.rank = ranks[variant];
+        p.uskd.square = variant % 2 == 0;
+        p.uskd.target = variant != 2;
+        p.uskd.non_target = variant != 3;
+        p.uskd.t2 = variant >= 2;
+        check_against_cpu(p);
+      }
+    }
+  }
+}
+
 TEST(CudaLabels, Int32Int64SoftNone) {
   SKIP_WITHOUT_GPU();
   uint32_t seed = 300;

@@ -319,7 +319,8 @@ struct Header {
   unsigned int status;    ///< 0, or the fusedkd::Status of the worst bad input the kernels saw
   unsigned int counter;   ///< finished segments of the running kernel's batch sum
   long long active;       ///< rows that are not ignore_index
-  double mean1, mean2;    ///< USKD: batch means of S_t1^2 and S_t2^2
+  double mean1, mean2;    ///< USKD: batch means of u_1, u_2 (S_tk^2, or S_tk without square)
+  float col_min[2], col_max[2], col_sum_exp[2], col_sum_v[2];  ///< USKD: the other soft targets' batch statistics
   float harmonic;         ///< USKD: sum_{r=1..C} 1/r
   float pad_;
 };

@@ -60,6 +60,8 @@ struct UskdArgs {
   BatchRefs batch;
   UskdRowState* states;
   float2* sq;  ///< u_1, u_2 per row: S_tk^2 (S_tk without `square`)
+  float2* vals;  ///< V_1, V_2 per row (-1 for ignored rows, NaN for bad ones)
+  int soft_mode;  ///< UskdSoftTarget as an int (core.hpp uskd_soft_target)
   float alpha, beta, mu, eps, ce;
   int rank_mode;  ///< UskdRank as an int (core.hpp UskdRankKey)
   bool square;
@@ -101,10 +103,13 @@ __global__ void __launch_bounds__(512) uskd_stats_kernel(UskdArgs<T> a) {
   s.bad = row_targets<0>(a.labels, row, c, lane, group, soft, s.tg, scratch);
   s.pad_ = 0u;
   float2 sq = make_float2(0.0f, 0.0f);
+  float2 vals = make_float2(-1.0f, -1.0f);
   if (s.bad != 0u) {
     if (s.bad == kEmptySoft && lane == 0) report(a.header, s.bad);
     sq = make_float2(__int_as_float(0x7fc00000), __int_as_float(0x7fc00000));  // poisons the means
+    vals = sq;
   } else if (!s.tg.ignored) {
+    vals = make_float2(s.tg.v1, s.tg.t2 >= 0 ? s.tg.v2 : 0.0f);
     const T* zr = a.z + row * a.ldz;
     const T* wr = a.w + row * a.ldw;
     StatsPair st;
@@ -134,6 +139,7 @@ __global__ void __launch_bounds__(512) uskd_stats_kernel(UskdArgs<T> a) {
   if (lane == 0) {
     a.states[row] = s;
     a.sq[row] = sq;
+    a.vals[row] = vals;
   }
 
   // The batch sum averages S_tk^2 over the active rows, in a fixed order.
@@ -149,18 +155,53 @@ __global__ void __launch_bounds__(512) uskd_stats_kernel(UskdArgs<T> a) {
     a.header->mean1 = active > 0 ? sum.x / static_cast<double>(active) : 0.0;
     a.header->mean2 = active > 0 ? sum.y / static_cast<double>(active) : 0.0;
   }
+  // Table 8's other soft targets: min, max, sum of exp(u) and sum of V per column, over the
+  // active rows in row order, by one thread (as the CPU backend sums them; a variant for
+  // ablations, not a fast path).
+  if (a.soft_mode != 0 && lane == 0) {
+    double e[2] = {0.0, 0.0}, v[2] = {0.0, 0.0};
+    float lo[2] = {0.0f, 0.0f}, hi[2] = {0.0f, 0.0f};
+    bool first = true;
+    for (int64_t r = 0; r < a.n; ++r) {
+      const float2 vv = __ldcg(a.vals + r);
+      if (vv.x < 0.0f) continue;  // ignored (a bad row's NaN goes on and poisons the sums)
+      const float2 q = __ldcg(a.sq + r);
+      const float u[2] = {q.x, q.y}, w[2] = {vv.x, vv.y};
+      for (int k = 0; k < 2; ++k) {
+        e[k] += exp(static_cast<double>(u[k]));
+        v[k] += static_cast<double>(w[k]);
+        lo[k] = first || u[k] < lo[k] ? u[k] : lo[k];
+        hi[k] = first || u[k] > hi[k] ? u[k] : hi[k];
+      }
+      first = false;
+    }
+    for (int k = 0; k < 2; ++k) {
+      a.header->col_min[k] = lo[k];
+      a.header->col_max[k] = hi[k];
+      a.header->col_sum_exp[k] = static_cast<float>(e[k]);
+      a.header->col_sum_v[k] = static_cast<float>(v[k]);
+    }
+  }
 }
 
 /// The row's constants of the gradient pass, once the target ranks are known.
 template <typename T>
 __device__ __forceinline__ UskdRow<float> make_uskd_row(const UskdArgs<T>& a, const UskdRowState& s,
                                                         float2 sq, int rank1, int rank2) {
-  // The mean-shift soft target (the only one this backend has so far; cuda.cuh refuses others).
-  fusedkd::detail::UskdColumn<float> col1, col2;
-  col1.mean = static_cast<float>(a.header->mean1);
-  col2.mean = static_cast<float>(a.header->mean2);
-  const float p1 = fusedkd::detail::uskd_soft_target(0, sq.x, s.tg.v1, col1);
-  const float p2 = s.tg.t2 >= 0 ? fusedkd::detail::uskd_soft_target(0, sq.y, s.tg.v2, col2) : 0.0f;
+  fusedkd::detail::UskdColumn<float> col[2];
+  col[0].mean = static_cast<float>(a.header->mean1);
+  col[1].mean = static_cast<float>(a.header->mean2);
+  if (a.soft_mode != 0) {
+    for (int k = 0; k < 2; ++k) {
+      col[k].min = a.header->col_min[k];
+      col[k].max = a.header->col_max[k];
+      col[k].sum_exp = a.header->col_sum_exp[k];
+      col[k].sum_v = a.header->col_sum_v[k];
+    }
+  }
+  const float p1 = fusedkd::detail::uskd_soft_target(a.soft_mode, sq.x, s.tg.v1, col[0]);
+  const float p2 =
+      s.tg.t2 >= 0 ? fusedkd::detail::uskd_soft_target(a.soft_mode, sq.y, s.tg.v2, col[1]) : 0.0f;
   return UskdRow<float>(s.zs, s.ws, s.tg, p1, p2, rank1, rank2, a.header->harmonic, a.c, a.alpha, a.beta,
                         a.mu, a.eps, a.ce, a.terms);
 }
@@ -400,6 +441,7 @@ struct UskdLayout {
   float* row_loss = nullptr;
   UskdRowState* states = nullptr;
   float2* sq = nullptr;
+  float2* vals = nullptr;
   int* offsets = nullptr;
   unsigned long long* keys0 = nullptr;
   unsigned long long* keys1 = nullptr;
@@ -416,6 +458,7 @@ inline UskdLayout uskd_layout(void* workspace, int64_t n, int64_t c) {
   l.row_loss = l.batch.row_loss;
   l.states = cv.take<UskdRowState>(static_cast<size_t>(n));
   l.sq = cv.take<float2>(static_cast<size_t>(n));
+  l.vals = cv.take<float2>(static_cast<size_t>(n));
   l.chunk = uskd_chunk_rows(n, c);
   if (l.chunk > 0) {
     l.offsets = cv.take<int>(static_cast<size_t>(l.chunk + 1));
