@@ -36,7 +36,8 @@ inline size_t shard_workspace_size(int64_t n) { return impl::pair_workspace_size
 
 namespace impl {
 inline cuda_detail::NkdFamily shard_family(const NkdOptions& o) {
-  return {static_cast<float>(1.0 / o.temperature), static_cast<float>(o.gamma), static_cast<float>(o.ce_weight)};
+  return {static_cast<float>(1.0 / o.temperature), static_cast<float>(o.gamma), static_cast<float>(o.ce_weight),
+          fusedkd::detail::nkd_terms(o)};
 }
 inline cuda_detail::KdFamily shard_family(const KdOptions& o) {
   return {static_cast<float>(1.0 / o.temperature), static_cast<float>(o.weight), static_cast<float>(o.ce_weight)};

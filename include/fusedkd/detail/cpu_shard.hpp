@@ -30,7 +30,7 @@ struct ShardLoss<NkdOptions> {
   template <typename A>
   static NkdRow<A> row(const SplitStats<A>& zs, const SplitStats<A>& vs, const RowTargets<A>& tg,
                        const NkdOptions& o) {
-    return NkdRow<A>(zs, vs, tg, A(1.0 / o.temperature), A(o.gamma), A(o.ce_weight));
+    return NkdRow<A>(zs, vs, tg, A(1.0 / o.temperature), A(o.gamma), A(o.ce_weight), nkd_terms(o));
   }
 };
 
