@@ -568,14 +568,30 @@ void option_bounds(Loss l) {
       EXPECT_EQ(call<T>(l, o, b.s(), b.o(), lab, &loss), Status::kInvalidOption) << "Labels::Kind " << kind;
       EXPECT_EQ(loss, sentinel<acc_t<T>>());
     }
-    // USKD's rank: the two enumerators, and nothing next to them
+    // USKD's rank and soft target, NKD's non-target form: their enumerators, and nothing next to them
     if (l == Loss::kUskd) {
-      for (int rank : {-1, 0, 1, 2}) {
+      for (int rank : {-1, 0, 1, 2, 3, 4, 5}) {
         AnyOptions o;
         o.uskd.rank = static_cast<fusedkd::UskdRank>(rank);
-        const bool known = rank == static_cast<int>(fusedkd::UskdRank::kReference) ||
-                           rank == static_cast<int>(fusedkd::UskdRank::kPaper);
+        const bool known = rank >= static_cast<int>(fusedkd::UskdRank::kReference) &&
+                           rank <= static_cast<int>(fusedkd::UskdRank::kCombination);
         EXPECT_EQ(run(l, o, b).status, known ? Status::kSuccess : Status::kInvalidOption) << "rank " << rank;
+      }
+      for (int soft : {-1, 0, 4, 5}) {
+        AnyOptions o;
+        o.uskd.soft_target = static_cast<fusedkd::UskdSoftTarget>(soft);
+        const bool known = soft >= 0 && soft <= static_cast<int>(fusedkd::UskdSoftTarget::kMeanNorm);
+        EXPECT_EQ(run(l, o, b).status, known ? Status::kSuccess : Status::kInvalidOption)
+            << "soft_target " << soft;
+      }
+    }
+    if (l == Loss::kNkd) {
+      for (int form : {-1, 0, 2, 3}) {
+        AnyOptions o;
+        o.nkd.non_target = static_cast<fusedkd::NkdNonTarget>(form);
+        const bool known = form >= 0 && form <= static_cast<int>(fusedkd::NkdNonTarget::kNone);
+        EXPECT_EQ(run(l, o, b).status, known ? Status::kSuccess : Status::kInvalidOption)
+            << "non_target " << form;
       }
     }
   }
