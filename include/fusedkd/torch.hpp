@@ -245,7 +245,7 @@ struct Uskd {
 #endif
 };
 
-/// The loss tensor's shape: one value per row for none, a scalar otherwise.
+/// The (empty) sizes of a 0-dim tensor: the loss of mean and sum.
 inline at::IntArrayRef no_dims() { return {}; }
 
 template <typename Loss>
