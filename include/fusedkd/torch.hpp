@@ -424,7 +424,11 @@ inline Reduction parse_reduction(const char* op, c10::string_view r) {
 inline UskdRank parse_rank(c10::string_view r) {
   if (r == "reference") return UskdRank::kReference;
   if (r == "paper") return UskdRank::kPaper;
-  TORCH_CHECK(false, "fusedkd.uskd: rank must be 'reference' or 'paper', got '", std::string(r), "'");
+  if (r == "weak") return UskdRank::kWeak;
+  if (r == "final") return UskdRank::kFinal;
+  if (r == "combination") return UskdRank::kCombination;
+  TORCH_CHECK(false, "fusedkd.uskd: rank must be 'reference', 'paper', 'weak', 'final' or "
+              "'combination', got '", std::string(r), "'");
   return UskdRank::kReference;
 }
 

@@ -28,7 +28,8 @@ def uskd_loss(logit_s, logit_w, gt_label, alpha=1.0, beta=0.1, mu=0.005, *, smoo
               rank="reference", reduction="mean", ignore_index=-100, ce_weight=0.0):
     """USKD (paper Eq. 6-13) of the student logits `logit_s` and the weak logits `logit_w`
     (= fc(fea_mid), the extra linear head; both get gradients). `rank`: 'reference' ranks
-    classes as the released code does (log-probabilities), 'paper' as Eq. 10 (probabilities)."""
+    classes as the released code does (log-probabilities), 'paper' as Eq. 10 (probabilities);
+    'weak' (W alone), 'final' (S alone) and 'combination' (W + S) are Table 9's ablations."""
     return torch.ops.fusedkd.uskd(logit_s, logit_w, gt_label, float(alpha), float(beta),
                                   float(mu), float(smoothing), rank, reduction,
                                   int(ignore_index), float(ce_weight))

@@ -13,6 +13,9 @@ from . import functional as F
 
 __all__ = ["NKDLoss", "USKDLoss", "KDLoss", "DKDLoss"]
 
+#: USKD's rank keys (paper Table 9): the released code's, Eq. 10's, and the ablation's three.
+RANKS = ("reference", "paper", "weak", "final", "combination")
+
 
 class _Common(nn.Module):
     def __init__(self, reduction, ignore_index, ce_weight):
@@ -70,8 +73,8 @@ class USKDLoss(_Common):
                  smoothing=0.1, rank="reference", reduction="mean", ignore_index=-100,
                  ce_weight=0.0, name=None, use_this=True):
         super().__init__(reduction, ignore_index, ce_weight)
-        if rank not in ("reference", "paper"):
-            raise ValueError(f"rank must be 'reference' or 'paper', got {rank!r}")
+        if rank not in RANKS:
+            raise ValueError(f"rank must be one of {', '.join(map(repr, RANKS))}, got {rank!r}")
         self.channel = channel
         self.alpha = alpha
         self.beta = beta

@@ -115,6 +115,7 @@ def uskd(z, w, labels, alpha=1.0, beta=0.1, mu=0.005, smoothing=0.1, rank="refer
         x = log_s if rank == "reference" else log_s.exp()
         key = (wp / (1 - wp.gather(1, t).sum(1, keepdim=True) + 1e-6)
                + x / (1 - x.gather(1, t).sum(1, keepdim=True) + 1e-6))
+        key = {"weak": wp, "final": log_s.exp(), "combination": wp + log_s.exp()}.get(rank, key)
         order = torch.sort(key, dim=1, descending=True, stable=True).indices
         position = torch.empty_like(order).scatter_(1, order, torch.arange(c).expand(n, c))
         zipf = (1.0 / (position + 1).to(z.dtype)).masked_fill(mask, 0.0)

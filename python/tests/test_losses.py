@@ -112,6 +112,23 @@ def test_matches_plain_float64(loss, label_kind, reduction, ce_weight, variant):
     compare(loss, 13, 37, label_kind, reduction, ce_weight, variant, torch.float64, 1e-9, 1e-11)
 
 
+@pytest.mark.parametrize("rank", ["reference", "paper", "weak", "final", "combination"])
+@pytest.mark.parametrize("label_kind", ["ignore", "soft"])
+def test_uskd_rank_keys(rank, label_kind):
+    z, w, y = make(11, 29, label_kind, seed=5)
+    ignore_index = -1 if label_kind == "ignore" else -100
+    zf, wf = z.clone().requires_grad_(), w.clone().requires_grad_()
+    out = fusedkd.uskd_loss(zf, wf, y, beta=1.0, rank=rank, reduction="sum",
+                            ignore_index=ignore_index)
+    zr, wr = z.clone().requires_grad_(), w.clone().requires_grad_()
+    ref = plain.uskd(zr, wr, y, beta=1.0, rank=rank, reduction="sum", ignore_index=ignore_index)
+    torch.testing.assert_close(out, ref.detach(), rtol=1e-9, atol=1e-11)
+    out.backward()
+    ref.backward()
+    torch.testing.assert_close(zf.grad, zr.grad, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(wf.grad, wr.grad, rtol=1e-9, atol=1e-11)
+
+
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("n,c", [(1, 3), (7, 1000), (4, 5003)])
 def test_shapes_float32(loss, n, c):
