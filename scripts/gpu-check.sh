@@ -17,7 +17,11 @@
 # 6. runs the GPU benchmark set, `scripts/bench.sh --gpu-only` (fused against the unfused CUDA
 #    path, the issue's shapes, fp32 and bf16), with its JSON, table and plot written under
 #    $OUT/benchmarks (copy them into docs/benchmarks/). Needs Google Benchmark: the machine's, or
-#    third_party/benchmark from prepare-gpu-carry.sh.
+#    third_party/benchmark from prepare-gpu-carry.sh;
+# 7. builds fusedkd-train with its CUDA path and runs `--device cuda` (a short run of every method:
+#    2 epochs, 1 seed, the teacher 1 epoch) and prints its time per epoch. Needs OpenBLAS, zlib and
+#    Fashion-MNIST (the Debian folder, or third_party/fashion-mnist from prepare-gpu-carry.sh
+#    FUSEDKD_CARRY_DATA=1); without them the step says SKIP and does not fail the check.
 #
 # Logs go to $OUT when it is set (the device tool's output folder), else build-gpu/logs; the
 # last lines of stdout are a summary, one PASS/FAIL line per step. Exit status 0 when every step
@@ -25,7 +29,8 @@
 # limit; GPU_CHECK_SKIP=bench leaves it out).
 #
 # Environment: BUILD_DIR (default build-gpu), JOBS (default nproc), CUDA_ARCH (default native),
-# GPU_CHECK_SKIP (space-separated steps to skip: build tests conformance sanitizers timing bench),
+# GPU_CHECK_SKIP (space-separated steps to skip: build tests conformance sanitizers timing bench
+# trainer),
 # GPU_CHECK_BENCH_ARGS (arguments of the benchmark step, default --quick: 2 repetitions),
 # GPU_CHECK_TORCH=1 (also build and run fusedkd_cuda_reference_tests against the LibTorch of the
 # machine's python3 torch; off by default: a CUDA LibTorch makes the configure slow and fragile).
@@ -180,6 +185,38 @@ if ! skipped bench; then
     > "$logs/bench.log" 2>&1
   st=$?
   result bench $st "($(( $(date +%s) - start ))s, log bench.log, tables in benchmarks/)"
+fi
+
+# ---- 7. the trainer on the GPU -----------------------------------------------------------------------
+if ! skipped trainer; then
+  data=""
+  for d in /usr/share/datasets/fashion-mnist "$root/third_party/fashion-mnist"; do
+    [[ -f $d/train-images-idx3-ubyte.gz ]] && data=$d
+  done
+  if [[ -z $data ]]; then
+    echo "SKIP trainer (no Fashion-MNIST: prepare-gpu-carry.sh with FUSEDKD_CARRY_DATA=1)" >> "$summary"
+    note "SKIP trainer (no Fashion-MNIST)"
+  else
+    start=$(date +%s)
+    (timeout 300 cmake -S "$root" -B "$build-trainer" -DCMAKE_BUILD_TYPE=Release \
+        -DCMAKE_CUDA_COMPILER="$nvcc_bin" -DCMAKE_CUDA_ARCHITECTURES="$arch" \
+        -DFUSEDKD_BUILD_TESTS=OFF -DFUSEDKD_BUILD_BENCHMARKS=OFF -DFUSEDKD_BUILD_TOOLS=OFF \
+        -DFUSEDKD_BUILD_EXAMPLES=ON &&
+     timeout 300 cmake --build "$build-trainer" -j "$jobs" --target fusedkd-train) > "$logs/trainer_build.log" 2>&1
+    st=$?
+    if [[ $st != 0 ]] && grep -q "skipping the example trainer" "$logs/trainer_build.log"; then
+      echo "SKIP trainer ($(grep -o 'skipping the example trainer.*' "$logs/trainer_build.log" | head -1))" >> "$summary"
+      note "SKIP trainer (OpenBLAS or zlib missing)"
+    elif [[ $st != 0 ]]; then
+      result trainer-build $st "(log trainer_build.log)"
+    else
+      timeout 300 "$build-trainer/examples/fusedkd-train" --device cuda --data-dir "$data" \
+          --epochs 2 --seeds 1 --teacher-epochs 1 --out "$logs/trainer-cuda" > "$logs/trainer_cuda.log" 2>&1
+      st=$?
+      grep -E "done:|^(CE|KD|DKD|NKD|USKD|teacher) " "$logs/trainer_cuda.log" | tail -12
+      result trainer-cuda $st "($(( $(date +%s) - start ))s, log trainer_cuda.log; epoch times in trainer-cuda/results.csv)"
+    fi
+  fi
 fi
 
 echo

@@ -8,8 +8,10 @@
 #                                 folder beside the checkout does not travel with the tree)
 #   third_party/benchmark/        Google Benchmark (headers, shared library, package config), for
 #                                 gpu-check's benchmark step (scripts/bench.sh --prepare-carry)
+#   third_party/fashion-mnist/    with FUSEDKD_CARRY_DATA=1: the Fashion-MNIST files (30 MB), for
+#                                 gpu-check's trainer step on a machine without the Debian package
 #
-# Run it here, then carry `third_party` with the working tree (about 5 MB).
+# Run it here, then carry `third_party` with the working tree (about 5 MB; 35 MB with the data).
 # Environment: GTEST_SRC (default /usr/src/googletest), JSON_INCLUDE (default /usr/include).
 set -euo pipefail
 
@@ -69,5 +71,16 @@ if [[ -d $shared_cases ]]; then
 fi
 if ! "$root/scripts/bench.sh" --prepare-carry; then
   echo "prepare-gpu-carry: no Google Benchmark here: gpu-check will skip its benchmark step" >&2
+fi
+if [[ ${FUSEDKD_CARRY_DATA:-0} == 1 ]]; then
+  src=${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
+  if [[ -f $src/train-images-idx3-ubyte.gz ]]; then
+    rm -rf "$tp/fashion-mnist"
+    mkdir -p "$tp/fashion-mnist"
+    cp "$src"/*-ubyte.gz "$tp/fashion-mnist/"
+    echo "third_party/fashion-mnist   <- $src"
+  else
+    echo "prepare-gpu-carry: no Fashion-MNIST at $src (Debian: dataset-fashion-mnist)" >&2
+  fi
 fi
 du -sh "$tp" | sed 's/^/third_party: /'

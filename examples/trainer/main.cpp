@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "ablation.hpp"
 #include "data.hpp"
 #include "mlp.hpp"
 #include "plot.hpp"
@@ -47,12 +48,14 @@ struct Options {
   int64_t batch_size = 128;
   double lr = 0.02;
   double clip = 2.0;
-  std::vector<int64_t> student_hidden = {32};
+  std::vector<int64_t> student_hidden = {64, 32};
   std::vector<int64_t> teacher_hidden = {1024, 1024};
   std::vector<Method> methods = {Method::kCE, Method::kKD, Method::kDKD, Method::kNKD,
                                  Method::kUSKD};
   std::string out = "trainer-out";
   std::string data_dir = kDefaultDataDir;
+  std::vector<std::string> ablation;  ///< paper table ids (--ablation)
+  bool cuda = false;                  ///< --device cuda
   bool quick = false;
   bool help = false;
 };
@@ -74,7 +77,8 @@ const char* kUsage =
     "                       (default 5000)\n"
     "  --teacher-train-size N  the teacher's training images: the first N (default 60000)\n"
     "  --test-size N        test images, the first N of the 10000 (default 10000)\n"
-    "  --student-hidden L   student hidden layer sizes, comma-separated (default 32: 784-32-10)\n"
+    "  --student-hidden L   student hidden layer sizes, comma-separated (default 64,32:\n"
+    "                       784-64-32-10; USKD's weak head reads the first)\n"
     "  --teacher-hidden L   teacher hidden layer sizes (default 1024,1024: 784-1024-1024-10)\n"
     "  --methods L          comma-separated subset of ce,kd,dkd,nkd,uskd (default all)\n"
     "  --batch-size N       minibatch size (default 128)\n"
@@ -84,6 +88,11 @@ const char* kUsage =
     "  --data-dir DIR       folder of the *-idx?-ubyte.gz files\n"
     "                       (default /usr/share/datasets/fashion-mnist, Debian package\n"
     "                       dataset-fashion-mnist)\n"
+    "  --ablation T         instead of the five methods, rerun the paper's ablation table T\n"
+    "                       (5, 6, 8, 9, 12, 14, 15; a comma-separated list, or all): its\n"
+    "                       variants over the seeds, written as ablation-table<T>.md/.csv/.png\n"
+    "  --device D           cpu (default) or cuda: cuBLAS layers and the fused CUDA losses\n"
+    "                       (builds configured with nvcc and cuBLAS)\n"
     "  --quick              smoke test: 1 seed, 1 epoch, 1000 train / 1000 test images\n"
     "                       (options given explicitly still win)\n"
     "  -h, --help           this text\n"
@@ -93,6 +102,11 @@ const char* kUsage =
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+
+/// train_run on the device the options ask for.
+RunResult run_one(const Options& opt, Method method, const std::vector<int64_t>& sizes,
+                  const TrainConfig& cfg, const RunInputs& in, uint64_t seed, uint64_t stream,
+                  const std::string& label, bool tty, Mlp* net_out = nullptr);
 
 std::string num_str(double v) {
   char buf[32];
@@ -216,6 +230,26 @@ Options parse_args(int argc, char** argv) {
           o.methods.push_back(m);
       }
       if (o.methods.empty()) throw UsageError("--methods expects at least one method");
+    } else if (arg == "--device") {
+      const std::string d = next();
+      if (d != "cpu" && d != "cuda") throw UsageError("--device expects cpu or cuda, got '" + d + "'");
+      o.cuda = d == "cuda";
+      if (o.cuda && !cuda_available()) {
+        throw UsageError("--device cuda: this fusedkd-train was built without CUDA (nvcc, cuBLAS)");
+      }
+    } else if (arg == "--ablation") {
+      for (const std::string& item : split_commas(next())) {
+        std::vector<std::string> ids = item == "all" ? ablation_ids() : std::vector<std::string>{item};
+        for (const std::string& id : ids) {
+          AblationTable t;
+          if (!ablation_table(id, &t)) {
+            throw UsageError("--ablation: unknown table '" + item + "' (5, 6, 8, 9, 12, 14, 15 or all)");
+          }
+          if (std::find(o.ablation.begin(), o.ablation.end(), id) == o.ablation.end())
+            o.ablation.push_back(id);
+        }
+      }
+      if (o.ablation.empty()) throw UsageError("--ablation expects a table");
     } else if (arg == "--out") {
       o.out = next();
       if (o.out.empty()) throw UsageError("--out expects a folder");
@@ -280,6 +314,26 @@ std::string num(double v, int decimals = 4) {
   return buf;
 }
 
+/// The per-seed differences a - b of the final test accuracy (percent points), paired by seed.
+std::vector<double> paired_diffs(const std::vector<RunResult>& a, const std::vector<RunResult>& b) {
+  std::vector<double> d;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i)
+    d.push_back(100 * (a[i].final_test_acc() - b[i].final_test_acc()));
+  return d;
+}
+
+std::string signed_num(double v, int decimals = 2) { return (v >= 0 ? "+" : "") + num(v, decimals); }
+
+/// "d1 d2 ... (mean +/- std)" of the paired differences of m against ce.
+std::string paired_str(const MethodSummary& m, const MethodSummary& ce) {
+  const std::vector<double> d = paired_diffs(m.runs, ce.runs);
+  double mean = 0, sd = 0;
+  mean_std(d, &mean, &sd);
+  std::string o;
+  for (size_t i = 0; i < d.size(); ++i) o += (i ? " " : "") + signed_num(d[i]);
+  return o + " (" + signed_num(mean) + " +/- " + num(sd, 2) + ")";
+}
+
 std::string sizes_str(const std::vector<int64_t>& s) {
   std::string o;
   for (size_t i = 0; i < s.size(); ++i) o += (i ? "-" : "") + std::to_string(s[i]);
@@ -312,9 +366,10 @@ std::string history_csv(const RunResult& teacher, const std::vector<MethodSummar
 
 std::string summary_csv(const RunResult& teacher, const std::vector<MethodSummary>& ms) {
   std::ostringstream o;
-  o << "method,seeds,mean_test_acc,std_test_acc,delta_vs_ce,per_seed_test_acc\n";
+  o << "method,seeds,mean_test_acc,std_test_acc,delta_vs_ce,per_seed_test_acc,"
+       "per_seed_diff_vs_ce,std_diff_vs_ce\n";
   o << "teacher,1," << num(100 * teacher.final_test_acc(), 2) << ",,,"
-    << num(100 * teacher.final_test_acc(), 2) << '\n';
+    << num(100 * teacher.final_test_acc(), 2) << ",,\n";
   const MethodSummary* ce = nullptr;
   for (const MethodSummary& m : ms)
     if (m.name == "CE") ce = &m;
@@ -323,6 +378,16 @@ std::string summary_csv(const RunResult& teacher, const std::vector<MethodSummar
       << (ce ? num(m.mean - ce->mean, 2) : "") << ',';
     for (size_t i = 0; i < m.runs.size(); ++i)
       o << (i ? " " : "") << num(100 * m.runs[i].final_test_acc(), 2);
+    o << ',';
+    if (ce && &m != ce) {
+      const std::vector<double> d = paired_diffs(m.runs, ce->runs);
+      double mean = 0, sd = 0;
+      mean_std(d, &mean, &sd);
+      for (size_t i = 0; i < d.size(); ++i) o << (i ? " " : "") << num(d[i], 2);
+      o << ',' << num(sd, 2);
+    } else {
+      o << ',';
+    }
     o << '\n';
   }
   return o.str();
@@ -350,7 +415,8 @@ std::string results_json(const Options& opt, const std::vector<int64_t>& teacher
     << ", \"batch_size\": " << opt.batch_size << ", \"lr\": " << num(opt.lr, 6)
     << ", \"momentum\": 0.9, \"weight_decay\": 0.0005"
     << ", \"clip_grad_norm\": " << num(opt.clip, 3)
-    << ", \"lr_schedule\": \"cosine\", \"blas_threads\": 1, \"quick\": "
+    << ", \"lr_schedule\": \"cosine\", \"blas_threads\": 1, \"device\": "
+    << (opt.cuda ? "\"cuda\"" : "\"cpu\"") << ", \"quick\": "
     << (opt.quick ? "true" : "false")
     << ",\n    \"teacher\": " << json_str(sizes_str(teacher_sizes))
     << ", \"student\": " << json_str(sizes_str(student_sizes)) << "},\n";
@@ -382,9 +448,10 @@ void print_table(const RunResult& teacher, const std::vector<int64_t>& teacher_s
   const MethodSummary* ce = nullptr;
   for (const MethodSummary& m : ms)
     if (m.name == "CE") ce = &m;
-  std::printf("\n%-8s  %-22s  %-8s  %s\n", "method", "test accuracy (%)", "vs CE", "per seed");
-  std::printf("%-8s  %-22s  %-8s  %s\n", "--------", "----------------------", "--------",
-              "--------");
+  std::printf("\n%-8s  %-22s  %-8s  %-36s  %s\n", "method", "test accuracy (%)", "vs CE",
+              "per seed", "paired vs CE per seed (mean +/- std)");
+  std::printf("%-8s  %-22s  %-8s  %-36s  %s\n", "--------", "----------------------", "--------",
+              "--------", "--------");
   std::printf("%-8s  %-22s  %-8s  %s\n", "teacher", num(100 * teacher.final_test_acc(), 2).c_str(),
               "", (sizes_str(teacher_sizes) + ", 1 run").c_str());
   for (const MethodSummary& m : ms) {
@@ -394,9 +461,148 @@ void print_table(const RunResult& teacher, const std::vector<int64_t>& teacher_s
     std::string seeds;
     for (size_t i = 0; i < m.runs.size(); ++i)
       seeds += (i ? " " : "") + num(100 * m.runs[i].final_test_acc(), 2);
-    std::printf("%-8s  %-22s  %-8s  %s\n", m.name.c_str(), acc.c_str(), delta.c_str(),
-                seeds.c_str());
+    std::printf("%-8s  %-22s  %-8s  %-36s  %s\n", m.name.c_str(), acc.c_str(), delta.c_str(),
+                seeds.c_str(), ce && &m != ce ? paired_str(m, *ce).c_str() : "");
   }
+}
+
+// ---- ablations (--ablation) -----------------------------------------------------------------
+
+/// The numbers of a paper cell "70.18 / 76.87" (empty for "-").
+std::vector<double> paper_values(const std::string& cell) {
+  std::vector<double> v;
+  std::stringstream ss(cell);
+  std::string item;
+  while (std::getline(ss, item, '/')) {
+    char* end = nullptr;
+    const double x = std::strtod(item.c_str(), &end);
+    if (end != item.c_str()) v.push_back(x);
+  }
+  return v;
+}
+
+/// The paper's difference to its baseline, cell by cell ("+0.97 / +0.03").
+std::string paper_delta(const std::string& cell, const std::string& base) {
+  const std::vector<double> a = paper_values(cell), b = paper_values(base);
+  if (a.empty() || a.size() != b.size()) return "";
+  std::string o;
+  for (size_t i = 0; i < a.size(); ++i) o += (i ? " / " : "") + signed_num(a[i] - b[i]);
+  return o;
+}
+
+/// Runs every row of one table over the seeds and writes ablation-table<id>.md/.csv/.png.
+void run_ablation(const Options& opt, const AblationTable& t,
+                  const std::vector<int64_t>& student_sizes, const TrainConfig& scfg,
+                  const RunInputs& in, const std::vector<float>* self_logits, bool tty) {
+  std::vector<std::vector<RunResult>> runs(t.rows.size());
+  const int total = opt.seeds * int(t.rows.size());
+  int run_no = 0;
+  for (int seed = 1; seed <= opt.seeds; ++seed) {
+    for (size_t k = 0; k < t.rows.size(); ++k) {
+      const AblationRow& row = t.rows[k];
+      TrainConfig cfg = scfg;
+      cfg.nkd = row.nkd;
+      cfg.uskd = row.uskd;
+      RunInputs rin = in;
+      if (row.self_teacher) rin.teacher_logits = self_logits;
+      char label[96];
+      std::snprintf(label, sizeof label, "table %s row %zu seed %d (%d/%d)", t.id.c_str(), k, seed,
+                    ++run_no, total);
+      runs[k].push_back(run_one(opt, row.method, student_sizes, cfg, rin, uint64_t(seed), 0, label, tty));
+    }
+  }
+
+  std::ostringstream md, csv;
+  md << "Table " << t.id << ": " << t.title << ". Paper: ImageNet top-1 (%), " << t.paper_model
+     << ". Ours: Fashion-MNIST test accuracy (%) of the student " << sizes_str(student_sizes)
+     << ", " << opt.epochs << " epochs, " << in.train->n << " training images, " << opt.seeds
+     << " seeds; mean +/- std (n - 1) over the seeds, and the paired difference to the baseline"
+        " (the same seed) as mean +/- std. \"beyond spread\": |mean difference| > its std.\n\n";
+  md << "| row | paper | paper vs baseline | ours | ours vs baseline (paired) | beyond spread | per seed |\n";
+  md << "| --- | --- | --- | --- | --- | --- | --- |\n";
+  csv << "table,row,method,paper,mean,std,diff_mean,diff_std,beyond_spread,per_seed\n";
+  std::vector<Series> series;
+  for (size_t k = 0; k < t.rows.size(); ++k) {
+    const AblationRow& row = t.rows[k];
+    std::vector<double> finals;
+    for (const RunResult& r : runs[k]) finals.push_back(100 * r.final_test_acc());
+    double mean = 0, sd = 0;
+    mean_std(finals, &mean, &sd);
+    std::string per_seed;
+    for (size_t i = 0; i < finals.size(); ++i) per_seed += (i ? " " : "") + num(finals[i], 2);
+    std::string diff_cell, beyond;
+    double dm = 0, ds = 0;
+    if (k > 0) {
+      mean_std(paired_diffs(runs[k], runs[0]), &dm, &ds);
+      diff_cell = signed_num(dm) + " +/- " + num(ds, 2);
+      beyond = runs[k].size() < 2 ? "-" : std::fabs(dm) > ds ? "yes" : "no";
+    }
+    md << "| " << row.name << " | " << row.paper << " | "
+       << (k > 0 ? paper_delta(row.paper, t.rows[0].paper) : "") << " | " << num(mean, 2)
+       << " +/- " << num(sd, 2) << " | " << diff_cell << " | " << beyond << " | " << per_seed
+       << " |\n";
+    csv << t.id << ',' << json_str(row.name) << ',' << method_name(row.method) << ','
+        << json_str(row.paper) << ',' << num(mean, 2) << ',' << num(sd, 2) << ','
+        << (k > 0 ? num(dm, 2) : "") << ',' << (k > 0 ? num(ds, 2) : "") << ',' << beyond << ','
+        << per_seed << '\n';
+    Series s;
+    s.name = row.name + " " + num(mean, 2);
+    s.color = palette(int(k));
+    s.dashed = k == 0;
+    for (int e = 0; e < opt.epochs; ++e) {
+      double sum = 0;
+      for (const RunResult& r : runs[k]) sum += 100 * r.epochs[size_t(e)].test_acc;
+      s.y.push_back(sum / double(runs[k].size()));
+    }
+    series.push_back(s);
+  }
+  if (!t.note.empty()) md << "\n" << t.note << "\n";
+  const fs::path out(opt.out);
+  const std::string stem = "ablation-table" + t.id;
+  write_file(out / (stem + ".md"), md.str());
+  write_file(out / (stem + ".csv"), csv.str());
+  ChartLabels labels;
+  labels.title = "Table " + t.id + ": " + t.title;
+  labels.subtitle = "student " + sizes_str(student_sizes) + ", mean of " +
+                    std::to_string(opt.seeds) + " seeds; the baseline (CE) dashed";
+  std::string err;
+  if (!plot_lines(series, labels, (out / (stem + ".png")).string(), &err)) {
+    throw std::runtime_error(err);
+  }
+  std::printf("\n%s", md.str().c_str());
+  std::printf("wrote %s/%s.{md,csv,png}\n", opt.out.c_str(), stem.c_str());
+  std::fflush(stdout);
+}
+
+void run_ablations(const Options& opt, const std::vector<int64_t>& student_sizes,
+                   const TrainConfig& scfg, const RunInputs& in, const RunResult* teacher,
+                   const std::vector<int64_t>& teacher_sizes, bool tty) {
+  if (teacher) {
+    std::printf("teacher %s: %s%% test accuracy\n", sizes_str(teacher_sizes).c_str(),
+                num(100 * teacher->final_test_acc(), 2).c_str());
+  }
+  // Table 8's trained model of the student's own architecture: a CE student, seed 0.
+  std::vector<float> self_logits;
+  for (const std::string& id : opt.ablation) {
+    AblationTable t;
+    ablation_table(id, &t);
+    for (const AblationRow& r : t.rows) {
+      if (r.self_teacher && self_logits.empty()) {
+        Mlp net;
+        run_one(opt, Method::kCE, student_sizes, scfg, in, /*seed=*/0, /*stream=*/2, "CE model for T_t",
+                  tty, &net);
+        self_logits = predict_logits(net, in.train->x.data(), in.train->n);
+      }
+    }
+    run_ablation(opt, t, student_sizes, scfg, in, &self_logits, tty);
+  }
+}
+
+RunResult run_one(const Options& opt, Method method, const std::vector<int64_t>& sizes,
+                  const TrainConfig& cfg, const RunInputs& in, uint64_t seed, uint64_t stream,
+                  const std::string& label, bool tty, Mlp* net_out) {
+  return opt.cuda ? train_run_cuda(method, sizes, cfg, in, seed, stream, label, tty, net_out)
+                  : train_run(method, sizes, cfg, in, seed, stream, label, tty, net_out);
 }
 
 int run(const Options& opt) {
@@ -465,6 +671,7 @@ int run(const Options& opt) {
       "batch %lld, SGD lr %g momentum 0.9 weight decay 5e-4, cosine decay, clip %g\n",
       sizes_str(teacher_sizes).c_str(), opt.teacher_epochs, sizes_str(student_sizes).c_str(),
       opt.epochs, opt.seeds, (long long)opt.batch_size, opt.lr, opt.clip);
+  if (opt.cuda) std::printf("device: CUDA (cuBLAS layers, fusedkd::cuda losses)\n");
   std::fflush(stdout);
 
   TrainConfig tcfg;
@@ -476,21 +683,41 @@ int run(const Options& opt) {
   scfg.epochs = opt.epochs;
 
   // 1. The teacher: cross-entropy (through fusedkd too), seed 0. It is trained even when only
-  //    USKD or CE is asked for, because its accuracy belongs in the table.
+  //    USKD or CE is asked for, because its accuracy belongs in the table; an ablation run
+  //    trains it only when one of its tables needs it (NKD's).
+  bool want_teacher = opt.ablation.empty();
+  for (const std::string& id : opt.ablation) {
+    AblationTable t;
+    if (ablation_table(id, &t) && needs_teacher(t)) want_teacher = true;
+  }
   RunInputs tin;
   tin.train = &teacher_train;
   tin.test = &test;
   Mlp teacher_net;
-  const RunResult teacher = train_run(Method::kCE, teacher_sizes, tcfg, tin, /*seed=*/0,
-                                      /*stream=*/1, "teacher", tty, &teacher_net);
+  RunResult teacher;
+  if (want_teacher) {
+    teacher = run_one(opt, Method::kCE, teacher_sizes, tcfg, tin, /*seed=*/0, /*stream=*/1,
+                        "teacher", tty, &teacher_net);
+  }
   RunInputs in;
   in.train = &train;
   in.test = &test;
   RunResult teacher_named = teacher;
   teacher_named.method = "teacher";
   // Its logits on the training images are fixed from now on: compute them once.
-  const std::vector<float> teacher_logits = predict_logits(teacher_net, train.x.data(), train.n);
-  in.teacher_logits = &teacher_logits;
+  std::vector<float> teacher_logits;
+  if (want_teacher) {
+    teacher_logits = predict_logits(teacher_net, train.x.data(), train.n);
+    in.teacher_logits = &teacher_logits;
+  }
+  if (!opt.ablation.empty()) {
+    run_ablations(opt, student_sizes, scfg, in, want_teacher ? &teacher_named : nullptr,
+                  teacher_sizes, tty);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    std::printf("total time %s (%.1f s)\n", format_duration(seconds).c_str(), seconds);
+    return 0;
+  }
 
   // 2. The students: every method, every seed. The same seed gives every method the same
   //    initial weights and the same batch order.
@@ -504,7 +731,7 @@ int run(const Options& opt) {
       ++run_no;
       std::snprintf(label, sizeof label, "%-4s seed %d (%d/%d)", method_name(opt.methods[k]), seed,
                     run_no, total_runs);
-      ms[k].runs.push_back(train_run(opt.methods[k], student_sizes, scfg, in, uint64_t(seed),
+      ms[k].runs.push_back(run_one(opt, opt.methods[k], student_sizes, scfg, in, uint64_t(seed),
                                      /*stream=*/0, label, tty));
     }
   }

@@ -66,6 +66,9 @@ class Mlp {
   int64_t out_dim() const { return sizes_.back(); }
   const std::vector<int64_t>& sizes() const { return sizes_; }
   int64_t num_params() const;
+  /// The layers (the CUDA path copies its initial weights from them).
+  const std::vector<Linear>& layers() const { return layers_; }
+  std::vector<Linear>& layers() { return layers_; }
 
  private:
   std::vector<int64_t> sizes_;

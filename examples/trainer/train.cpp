@@ -150,7 +150,7 @@ RunResult train_run(Method method, const std::vector<int64_t>& sizes, const Trai
           break;
         }
         case Method::kNKD: {
-          fusedkd::NkdOptions o = fusedkd::NkdOptions::cifar100();  // lambda = 3, gamma = 3.5
+          fusedkd::NkdOptions o = cfg.nkd;  // cifar100(): lambda = 3, gamma = 3.5
           o.ce_weight = 1.0;
           check(fusedkd::cpu::nkd(z, t, labels, o, &loss, grad), "nkd");
           break;
@@ -159,7 +159,7 @@ RunResult train_run(Method method, const std::vector<int64_t>& sizes, const Trai
           // No teacher: the weak head reads the first hidden layer; fusedkd returns dL/dw too.
           const float* h0 = net.hidden(0);
           weak.forward(h0, bs, wz.data());
-          fusedkd::UskdOptions o = fusedkd::UskdOptions::cifar100();  // alpha 0.1, beta 0.1, mu 0.1
+          fusedkd::UskdOptions o = cfg.uskd;  // cifar100(): alpha 0.1, beta 0.1, mu 0.1
           o.ce_weight = 1.0;
           check(fusedkd::cpu::uskd(z, matrix<const float>(wz.data(), bs, C), labels, o, &loss, grad,
                                    matrix(dw.data(), bs, C)),
@@ -207,5 +207,15 @@ RunResult train_run(Method method, const std::vector<int64_t>& sizes, const Trai
   if (net_out) *net_out = std::move(net);
   return result;
 }
+
+#if !defined(FUSEDKD_TRAINER_CUDA)
+bool cuda_available() { return false; }
+
+RunResult train_run_cuda(Method, const std::vector<int64_t>&, const TrainConfig&, const RunInputs&,
+                         uint64_t, uint64_t, const std::string&, bool, Mlp*) {
+  throw std::runtime_error(
+      "this fusedkd-train was built without CUDA (it needs nvcc and cuBLAS at configure time)");
+}
+#endif
 
 }  // namespace trainer

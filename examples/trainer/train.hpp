@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "data.hpp"
+#include "fusedkd/nkd.hpp"
+#include "fusedkd/uskd.hpp"
 #include "mlp.hpp"
 
 namespace trainer {
@@ -24,6 +26,10 @@ struct TrainConfig {
   int epochs = 20;
   int64_t batch_size = 128;
   SgdConfig sgd;  ///< lr is the peak learning rate; it follows a cosine decay to 0 over the run
+  /// The options of NKD and USKD (ce_weight is set to 1 by the run): the released CIFAR-100
+  /// presets, or a paper variant of them (--ablation).
+  fusedkd::NkdOptions nkd = fusedkd::NkdOptions::cifar100();
+  fusedkd::UskdOptions uskd = fusedkd::UskdOptions::cifar100();
 };
 
 struct EpochStats {
@@ -55,5 +61,16 @@ struct RunInputs {
 RunResult train_run(Method method, const std::vector<int64_t>& sizes, const TrainConfig& cfg,
                     const RunInputs& in, uint64_t seed, uint64_t stream, const std::string& label,
                     bool tty, Mlp* net_out = nullptr);
+
+/// Whether this build has the --device cuda path (nvcc and cuBLAS were found).
+bool cuda_available();
+
+/// train_run on the GPU: the same network, initial weights, batches and schedule, with cuBLAS
+/// layers and fusedkd::cuda losses (cuda_train.cu). `net_out` gets the trained weights back on
+/// the host. Throws std::runtime_error on a CUDA, cuBLAS or fusedkd error, or when the build has
+/// no CUDA path.
+RunResult train_run_cuda(Method method, const std::vector<int64_t>& sizes, const TrainConfig& cfg,
+                         const RunInputs& in, uint64_t seed, uint64_t stream,
+                         const std::string& label, bool tty, Mlp* net_out = nullptr);
 
 }  // namespace trainer
