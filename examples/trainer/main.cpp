@@ -56,6 +56,7 @@ struct Options {
   std::string data_dir = kDefaultDataDir;
   std::vector<std::string> ablation;  ///< paper table ids (--ablation)
   bool cuda = false;                  ///< --device cuda
+  std::string teacher_cache;          ///< --teacher-cache FILE
   bool quick = false;
   bool help = false;
 };
@@ -93,6 +94,8 @@ const char* kUsage =
     "                       variants over the seeds, written as ablation-table<T>.md/.csv/.png\n"
     "  --device D           cpu (default) or cuda: cuBLAS layers and the fused CUDA losses\n"
     "                       (builds configured with nvcc and cuBLAS)\n"
+    "  --teacher-cache F    keep the trained teacher (history, logits on the students' images)\n"
+    "                       in file F and reuse it when every setting that shapes it matches\n"
     "  --quick              smoke test: 1 seed, 1 epoch, 1000 train / 1000 test images\n"
     "                       (options given explicitly still win)\n"
     "  -h, --help           this text\n"
@@ -230,6 +233,9 @@ Options parse_args(int argc, char** argv) {
           o.methods.push_back(m);
       }
       if (o.methods.empty()) throw UsageError("--methods expects at least one method");
+    } else if (arg == "--teacher-cache") {
+      o.teacher_cache = next();
+      if (o.teacher_cache.empty()) throw UsageError("--teacher-cache expects a file");
     } else if (arg == "--device") {
       const std::string d = next();
       if (d != "cpu" && d != "cuda") throw UsageError("--device expects cpu or cuda, got '" + d + "'");
@@ -598,6 +604,43 @@ void run_ablations(const Options& opt, const std::vector<int64_t>& student_sizes
   }
 }
 
+/// Writes the teacher's history and logits under `key` (see --teacher-cache).
+void save_teacher(const std::string& path, const std::string& key, const RunResult& t,
+                  const std::vector<float>& logits) {
+  std::ofstream f(path, std::ios::binary);
+  f << key << "\n" << t.epochs.size() << "\n";
+  for (const EpochStats& e : t.epochs)
+    f << num(e.train_loss, 9) << ' ' << num(e.train_acc, 9) << ' ' << num(e.test_acc, 9) << ' '
+      << num(e.seconds, 3) << "\n";
+  f << logits.size() << "\n";
+  f.write(reinterpret_cast<const char*>(logits.data()), std::streamsize(logits.size() * sizeof(float)));
+  if (!f) throw std::runtime_error("cannot write the teacher cache " + path);
+}
+
+/// Reads what save_teacher wrote; false (and nothing read) when the file is missing or its key
+/// or size differs.
+bool load_teacher(const std::string& path, const std::string& key, int64_t count, RunResult* t,
+                  std::vector<float>* logits) {
+  std::ifstream f(path, std::ios::binary);
+  std::string line;
+  if (!f || !std::getline(f, line) || line != key) return false;
+  size_t epochs = 0, n = 0;
+  if (!(f >> epochs) || epochs > 100000) return false;
+  RunResult r;
+  r.method = "CE";
+  for (size_t e = 0; e < epochs; ++e) {
+    EpochStats s;
+    if (!(f >> s.train_loss >> s.train_acc >> s.test_acc >> s.seconds)) return false;
+    r.epochs.push_back(s);
+  }
+  if (!(f >> n) || int64_t(n) != count || f.get() != '\n') return false;
+  std::vector<float> v(n);
+  if (!f.read(reinterpret_cast<char*>(v.data()), std::streamsize(n * sizeof(float)))) return false;
+  *t = r;
+  *logits = std::move(v);
+  return true;
+}
+
 RunResult run_one(const Options& opt, Method method, const std::vector<int64_t>& sizes,
                   const TrainConfig& cfg, const RunInputs& in, uint64_t seed, uint64_t stream,
                   const std::string& label, bool tty, Mlp* net_out) {
@@ -695,21 +738,32 @@ int run(const Options& opt) {
   tin.test = &test;
   Mlp teacher_net;
   RunResult teacher;
-  if (want_teacher) {
-    teacher = run_one(opt, Method::kCE, teacher_sizes, tcfg, tin, /*seed=*/0, /*stream=*/1,
-                        "teacher", tty, &teacher_net);
-  }
   RunInputs in;
   in.train = &train;
   in.test = &test;
+  std::vector<float> teacher_logits;
+  // --teacher-cache: the teacher's history and its logits on the students' images, keyed by every
+  // setting that shapes them, so that several runs (the default table and the ablations) train
+  // it once.
+  const std::string cache_key = "fusedkd-train teacher v1 " + sizes_str(teacher_sizes) + " e" +
+                                std::to_string(opt.teacher_epochs) + " n" +
+                                std::to_string(opt.teacher_train_size) + " s" +
+                                std::to_string(opt.train_size) + " t" + std::to_string(opt.test_size) +
+                                " b" + std::to_string(opt.batch_size) + " lr" + num(opt.lr, 6) +
+                                " clip" + num(opt.clip, 6) + (opt.cuda ? " cuda" : " cpu");
+  if (want_teacher && !opt.teacher_cache.empty() &&
+      load_teacher(opt.teacher_cache, cache_key, train.n * kNumClasses, &teacher, &teacher_logits)) {
+    std::printf("teacher: loaded from %s\n", opt.teacher_cache.c_str());
+  } else if (want_teacher) {
+    teacher = run_one(opt, Method::kCE, teacher_sizes, tcfg, tin, /*seed=*/0, /*stream=*/1,
+                      "teacher", tty, &teacher_net);
+    // Its logits on the training images are fixed from now on: compute them once.
+    teacher_logits = predict_logits(teacher_net, train.x.data(), train.n);
+    if (!opt.teacher_cache.empty()) save_teacher(opt.teacher_cache, cache_key, teacher, teacher_logits);
+  }
   RunResult teacher_named = teacher;
   teacher_named.method = "teacher";
-  // Its logits on the training images are fixed from now on: compute them once.
-  std::vector<float> teacher_logits;
-  if (want_teacher) {
-    teacher_logits = predict_logits(teacher_net, train.x.data(), train.n);
-    in.teacher_logits = &teacher_logits;
-  }
+  if (want_teacher) in.teacher_logits = &teacher_logits;
   if (!opt.ablation.empty()) {
     run_ablations(opt, student_sizes, scfg, in, want_teacher ? &teacher_named : nullptr,
                   teacher_sizes, tty);

@@ -78,7 +78,7 @@ inline bool uskd_near_tie(const Problem& p, int64_t r) {
     accumulate(ws, tg, i, double(p.other[r * ld + i]), 1.0, false);
   }
   const UskdRankKey<double> key(zs.full(1.0, tg), ws.full(1.0, tg), zs, ws, tg,
-                                p.uskd.rank == fusedkd::UskdRank::kPaper);
+                                static_cast<int>(p.uskd.rank));
   std::vector<double> k(static_cast<size_t>(p.c));
   for (int64_t i = 0; i < p.c; ++i) k[i] = key(double(p.student[r * ld + i]), double(p.other[r * ld + i]));
   const size_t top = std::min<size_t>(33, k.size());
