@@ -275,6 +275,10 @@ double test_accuracy(cublasHandle_t h, GpuMlp& net, const Dev<float>& x, const D
 struct Blas {
   cublasHandle_t h = nullptr;
   Blas() {
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+      throw std::runtime_error("--device cuda: no CUDA device is visible");
+    }
     blas_check(cublasCreate(&h), "cublasCreate");
     blas_check(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST), "pointer mode");
   }
