@@ -100,4 +100,28 @@ TEST(DataParallel, BadInputs) {
   EXPECT_EQ(fusedkd::cpu::uskd(b.s(), b.o(), b.labels(), o, st, &loss), Status::kSuccess);
 }
 
+/// Only a mean crosses the ranks: the soft targets that need a batch min, max or sum of
+/// exponentials are refused; the mean-based ones, and the square off, are accepted.
+TEST(DataParallel, VariantSoftTargets) {
+  const Batch<float> b = problem<float>(4, 10, LabelKind::kHard64, {0, 10}, 5u);
+  using ST = fusedkd::UskdSoftTarget;
+  for (ST mode : {ST::kMeanShift, ST::kSoftmax, ST::kSqrtMin, ST::kMaxNorm, ST::kMeanNorm}) {
+    fusedkd::UskdOptions o;
+    o.soft_target = mode;
+    o.square = mode != ST::kMeanNorm;
+    fusedkd::UskdBatchStats st;
+    ASSERT_EQ(fusedkd::cpu::uskd_batch_stats(b.s(), b.labels(), o, &st), Status::kSuccess);
+    float loss = 0;
+    const bool mean_only = mode == ST::kMeanShift || mode == ST::kMeanNorm;
+    EXPECT_EQ(fusedkd::cpu::uskd(b.s(), b.o(), b.labels(), o, st, &loss),
+              mean_only ? Status::kSuccess : Status::kNotSupported)
+        << static_cast<int>(mode);
+    if (mean_only) {  // one rank: the global call is the plain call
+      float plain = 0;
+      ASSERT_EQ(fusedkd::cpu::uskd(b.s(), b.o(), b.labels(), o, &plain), Status::kSuccess);
+      EXPECT_FLOAT_EQ(loss, plain);
+    }
+  }
+}
+
 }  // namespace
