@@ -46,7 +46,7 @@ apt_get() {
 
 packages=("$@")
 if [ ${#packages[@]} -eq 0 ]; then
-  packages=(cmake g++ make pkg-config libgtest-dev libbenchmark-dev libtorch-dev
+  packages=(cmake g++ make pkg-config libhwy-dev libgtest-dev libbenchmark-dev libtorch-dev
             nlohmann-json3-dev libopenblas-dev zlib1g-dev dataset-fashion-mnist
             libopenmpi-dev openmpi-bin
             python3-torch python3-dev python3-venv python3-pip python3-setuptools python3-wheel

@@ -10,9 +10,12 @@
 #                                 gpu-check's benchmark step (scripts/bench.sh --prepare-carry)
 #   third_party/fashion-mnist/    with FUSEDKD_CARRY_DATA=1: the Fashion-MNIST files (30 MB), for
 #                                 gpu-check's trainer step on a machine without the Debian package
+#   third_party/hwy/include/hwy/  Highway's headers (the CPU backend's SIMD, header-only), which
+#                                 the CUDA programs' host code includes too
 #
-# Run it here, then carry `third_party` with the working tree (about 5 MB; 35 MB with the data).
-# Environment: GTEST_SRC (default /usr/src/googletest), JSON_INCLUDE (default /usr/include).
+# Run it here, then carry `third_party` with the working tree (about 7 MB; 37 MB with the data).
+# Environment: GTEST_SRC (default /usr/src/googletest), JSON_INCLUDE and HWY_INCLUDE (default
+# /usr/include).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,6 +29,16 @@ if [[ ! -f $gtest_src/CMakeLists.txt ]]; then
   echo "prepare-gpu-carry: no GoogleTest sources at $gtest_src (Debian: libgtest-dev / googletest)" >&2
   exit 1
 fi
+hwy_include=${HWY_INCLUDE:-/usr/include}
+if [[ ! -f $hwy_include/hwy/highway.h ]]; then
+  echo "prepare-gpu-carry: no hwy/highway.h under $hwy_include (Debian: libhwy-dev)" >&2
+  exit 1
+fi
+rm -rf "$tp/hwy"
+mkdir -p "$tp/hwy/include"
+cp -r "$hwy_include/hwy" "$tp/hwy/include/"
+echo "third_party/hwy             <- $hwy_include/hwy"
+
 rm -rf "$tp/googletest"
 cp -r "$gtest_src" "$tp/googletest"
 echo "third_party/googletest      <- $gtest_src"

@@ -1,6 +1,6 @@
 // The host math helpers of detail/core.hpp and the CPU backend that the loss tests reach only
-// indirectly: the vectorizable exp (scalar and eight-lane forms), the bit-blend select, the
-// sum of exponentials over runs between targets, USKD's rank sort.
+// indirectly: the vector exp, the select, the vector max and sum of exponentials (full vectors
+// and partial ones), the sums over runs between targets, USKD's rank sort.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -18,29 +18,48 @@ namespace {
 using fusedkd::detail::choose;
 using fusedkd::detail::fk_exp;
 
-TEST(HostMath, ExpMatchesFloat64ExpWithin1e7Relative) {
-  double worst = 0.0;
-  for (float x = -87.0f; x <= 88.0f; x += 0.000731f) {
-    const double want = std::exp(static_cast<double>(x));
-    worst = std::max(worst, std::fabs(fk_exp(x) - want) / want);
+/// exp of each element of x through the CPU backend's vector exp.
+std::vector<float> lanes_exp(const std::vector<float>& x) {
+  namespace hn = fusedkd::detail::hn;
+  const fusedkd::detail::Tag<float> d;
+  std::vector<float> y(x.size());
+  for (size_t i = 0; i < x.size(); i += hn::Lanes(d)) {
+    const size_t n = std::min(hn::Lanes(d), x.size() - i);
+    const auto v = fusedkd::detail::load_n(d, x.data() + i, n);
+    fusedkd::detail::store_n(d, fusedkd::detail::exp_lanes(d, v), y.data() + i, n);
   }
-  EXPECT_LT(worst, 1e-7);
+  return y;
 }
 
-TEST(HostMath, ExpEdgeValues) {
-  EXPECT_EQ(fk_exp(0.0f), 1.0f);
-  EXPECT_EQ(fk_exp(-100.0f), 0.0f);
-  EXPECT_EQ(fk_exp(-std::numeric_limits<float>::infinity()), 0.0f);
-  EXPECT_EQ(fk_exp(-3.4e38f), 0.0f);
-  EXPECT_TRUE(std::isnan(fk_exp(std::numeric_limits<float>::quiet_NaN())));
-  EXPECT_TRUE(std::isfinite(fk_exp(100.0f)));  // saturates instead of overflowing
-  EXPECT_GT(fk_exp(100.0f), 1e38f);
+TEST(HostMath, VectorExpMatchesFloat64ExpWithin3e7Relative) {
+  std::vector<float> x;
+  for (float v = -87.0f; v <= 88.0f; v += 0.000731f) x.push_back(v);
+  const std::vector<float> y = lanes_exp(x);
+  double worst = 0.0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double want = std::exp(static_cast<double>(x[i]));
+    worst = std::max(worst, std::fabs(y[i] - want) / want);
+  }
+  EXPECT_LT(worst, 3e-7);
 }
 
-TEST(HostMath, EightLaneSumOfExpMatchesFloat64) {
+TEST(HostMath, VectorExpEdgeValues) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> y =
+      lanes_exp({0.0f, -100.0f, -inf, -3.4e38f, std::numeric_limits<float>::quiet_NaN(), 1.0f});
+  EXPECT_EQ(y[0], 1.0f);
+  EXPECT_LE(y[1], 1e-38f);
+  EXPECT_GE(y[1], 0.0f);
+  EXPECT_EQ(y[2], 0.0f);
+  EXPECT_EQ(y[3], 0.0f);
+  EXPECT_TRUE(std::isnan(y[4]));  // NaN stays NaN (Highway's Exp alone gives 0)
+  EXPECT_NEAR(y[5], std::exp(1.0), 3e-7);
+}
+
+TEST(HostMath, VectorSumOfExpMatchesFloat64) {
   std::mt19937 gen(7);
   std::normal_distribution<float> dist(0.0f, 4.0f);
-  for (int n : {0, 1, 7, 8, 9, 17, 1000}) {
+  for (int n : {0, 1, 7, 8, 9, 15, 16, 17, 33, 1000}) {
     std::vector<float> x(static_cast<size_t>(n));
     for (float& v : x) v = dist(gen);
     for (float inv : {1.0f, 0.25f}) {
@@ -50,18 +69,19 @@ TEST(HostMath, EightLaneSumOfExpMatchesFloat64) {
       EXPECT_NEAR(got, want, 1e-6 * std::max(want, 1.0)) << "n " << n << " inv " << inv;
     }
   }
-  // A NaN in the vector body and one in the scalar tail.
-  for (int at : {2, 9}) {
-    float x[10] = {0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f, 8.0f, 9.0f};
-    x[at] = std::numeric_limits<float>::quiet_NaN();
-    EXPECT_TRUE(std::isnan(fusedkd::detail::sum_exp(x, 10, 0.0f, 1.0f))) << "NaN at " << at;
+  // A NaN in a full vector and one in the partial last vector.
+  for (int at : {2, 9, 16, 35}) {
+    std::vector<float> x(37);
+    for (int i = 0; i < 37; ++i) x[static_cast<size_t>(i)] = 0.1f * static_cast<float>(i);
+    x[static_cast<size_t>(at)] = std::numeric_limits<float>::quiet_NaN();
+    EXPECT_TRUE(std::isnan(fusedkd::detail::sum_exp(x.data(), 37, 0.0f, 1.0f))) << "NaN at " << at;
   }
 }
 
-TEST(HostMath, EightLaneMaxMatchesStdMax) {
+TEST(HostMath, VectorMaxMatchesStdMax) {
   std::mt19937 gen(11);
   std::normal_distribution<float> dist(0.0f, 4.0f);
-  for (int n : {1, 7, 8, 9, 17, 1000}) {
+  for (int n : {1, 7, 8, 9, 15, 16, 17, 33, 1000}) {
     for (int at = 0; at < n; at += n / 5 + 1) {  // the maximum in every lane and in the tail
       std::vector<float> x(static_cast<size_t>(n));
       for (float& v : x) v = dist(gen);
@@ -114,27 +134,52 @@ TEST(HostMath, RowStatsSkipTheTargetsOfEveryChunk) {
   EXPECT_EQ(st.x2, 50.0f);
 }
 
-/// USKD's radix sort against std::stable_sort of the same rank_bits, and the order itself:
-/// descending by value, -0 equal to +0, NaN last.
+/// USKD's rank sort (packed entries, vqsort) against std::stable_sort of the same rank_bits,
+/// and the order itself: descending by value, -0 equal to +0, NaN last.
 template <typename A>
 void check_rank_sort(const std::vector<A>& keys, const std::string& what) {
   using Entry = fusedkd::detail::RankEntry<A>;
+  constexpr bool kWide = sizeof(A) == 8;
   const int32_t n = static_cast<int32_t>(keys.size());
-  std::vector<Entry> buf(2 * keys.size());
-  for (int32_t i = 0; i < n; ++i) buf[i] = {fusedkd::detail::rank_bits(keys[i]), i};
-  std::vector<Entry> want(buf.begin(), buf.begin() + n);
+  std::vector<Entry> want(keys.size());
+  std::vector<uint64_t> packed(kWide ? 2 * keys.size() : keys.size());
+  for (int32_t i = 0; i < n; ++i) {
+    const auto bits = fusedkd::detail::rank_bits(keys[i]);
+    want[i] = {bits, i};
+    if (kWide) {
+      packed[2 * i] = static_cast<uint64_t>(i);
+      packed[2 * i + 1] = static_cast<uint64_t>(bits);
+    } else {
+      packed[i] = static_cast<uint64_t>(bits) << 32 | static_cast<uint64_t>(i);
+    }
+  }
+  // The vector form of rank_bits agrees with the scalar one.
+  namespace hn = fusedkd::detail::hn;
+  const fusedkd::detail::Tag<A> d;
+  const hn::RebindToUnsigned<decltype(d)> du;
+  std::vector<fusedkd::detail::RankBits<A>> lane_bits(keys.size());
+  for (size_t i = 0; i < keys.size(); i += hn::Lanes(d)) {
+    const size_t k = std::min(hn::Lanes(d), keys.size() - i);
+    const auto b = fusedkd::detail::rank_bits_lanes(d, fusedkd::detail::load_n(d, keys.data() + i, k));
+    fusedkd::detail::store_n(du, b, lane_bits.data() + i, k);
+  }
+  for (int32_t i = 0; i < n; ++i) ASSERT_EQ(lane_bits[i], want[i].key) << what << ", key " << i;
   std::stable_sort(want.begin(), want.end(),
                    [](const Entry& a, const Entry& b) { return a.key < b.key; });
-  const Entry* got = fusedkd::detail::radix_sort(buf.data(), buf.data() + n, n);
+  fusedkd::detail::sort_keys<kWide>(packed.data(), keys.size());
+  std::vector<int32_t> got(keys.size());
   for (int32_t p = 0; p < n; ++p) {
-    ASSERT_EQ(got[p].index, want[p].index) << what << ", position " << p;
+    got[p] = static_cast<int32_t>(kWide ? packed[2 * p] : packed[p] & 0xffffffffu);
+  }
+  for (int32_t p = 0; p < n; ++p) {
+    ASSERT_EQ(got[p], want[p].index) << what << ", position " << p;
     if (p == 0) continue;
-    const A prev = keys[got[p - 1].index], cur = keys[got[p].index];
+    const A prev = keys[got[p - 1]], cur = keys[got[p]];
     if (std::isnan(prev)) {
       ASSERT_TRUE(std::isnan(cur)) << what << ": NaN before a number at position " << p;
     } else if (!std::isnan(cur)) {
       ASSERT_GE(prev, cur) << what << ", position " << p;
-      if (prev == cur) ASSERT_LT(got[p - 1].index, got[p].index) << what << ": a tie out of order";
+      if (prev == cur) ASSERT_LT(got[p - 1], got[p]) << what << ": a tie out of order";
     }
   }
 }

@@ -12,10 +12,9 @@
 #include <cstring>
 #include <type_traits>
 
-// FUSEDKD_INLINE: always inlined by GCC and Clang. The CPU backend's row loops are compiled
-// for two targets (see FUSEDKD_CPU_CLONES), and GCC inlines a plain `inline` helper into a
-// clone of another target only when its size heuristics agree; a helper left out of line is a
-// scalar call per element and the loop does not vectorize.
+// FUSEDKD_INLINE: always inlined by GCC and Clang. The CPU backend instantiates the row
+// formulas below with its vector types (Highway, see cpu_simd.hpp); each must inline into the
+// vector loop, or the loop turns into a call per vector.
 #if defined(__GNUC__) || defined(__clang__)
 #define FUSEDKD_INLINE inline __attribute__((always_inline))
 #else
@@ -24,62 +23,27 @@
 
 #if defined(__CUDACC__)
 #define FUSEDKD_HD __host__ __device__ __forceinline__
+// Before a host+device template that the CPU backend instantiates with its (host-only) vector
+// type: nvcc would otherwise warn about a host call from a host+device function.
+#define FUSEDKD_HD_TEMPLATE _Pragma("nv_exec_check_disable")
 #else
 #define FUSEDKD_HD FUSEDKD_INLINE
+#define FUSEDKD_HD_TEMPLATE
 #endif
 
 namespace fusedkd {
 namespace detail {
 
-/// y = exp(r) for |r| <= ln2 / 2: Cephes' expf polynomial. F is float or a vector of floats
-/// (the CPU backend's eight-lane sum of exponentials uses the same one); by reference, because
-/// passing an eight-float vector by value is an ABI change GCC warns about without AVX.
-template <typename F>
-FUSEDKD_INLINE void exp_reduced(const F& r, F& y) {
-  F p = r * 1.9875691500e-4f + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  y = p * (r * r) + r + 1.0f;
-}
-
-#if defined(__CUDA_ARCH__)
+// Scalar math. The per-element formulas of the losses below are templates over the value type
+// V: the CUDA kernels and the scalar host paths use V = float or double with these overloads,
+// the CPU backend's vector loops use a vector of lanes whose own overloads (found by argument-
+// dependent lookup) call the SIMD library. A formula is written once for both.
 FUSEDKD_HD float fk_exp(float x) { return ::expf(x); }
-#else
-/// exp for float on the host: Cephes' polynomial after a round-to-nearest range reduction, max
-/// relative error 8e-8 (checked in the tests). It has no calls and no branches; its clamps are
-/// bit masks on integers, because float compares block GCC's vectorizer: so the CPU backend's
-/// loops vectorize. exp(x) = 0 for x <= -88 (and -inf), NaN stays NaN, saturates at 1.65e38.
-FUSEDKD_INLINE float fk_exp(float x) {
-  int32_t xb;
-  std::memcpy(&xb, &x, sizeof xb);
-  const uint32_t ub = static_cast<uint32_t>(xb);
-  const int32_t below = -static_cast<int32_t>(ub > 0xC2B00000u);  // x < -88, -inf, -NaN
-  xb = (xb & ~below) | (static_cast<int32_t>(0xC2B00000u) & below);
-  const int32_t above = -static_cast<int32_t>(xb > 0x42B00000);   // x > 88, +inf, +NaN
-  xb = (xb & ~above) | (0x42B00000 & above);
-  float xc;
-  std::memcpy(&xc, &xb, sizeof xc);
-  const int32_t k = static_cast<int32_t>(xc * 1.44269504088896341f + 128.5f) - 128;  // round
-  const float fk = static_cast<float>(k);
-  const float r = (xc - fk * 0.693359375f) + fk * 2.12194440e-4f;  // x - k ln2, in two parts
-  float y;
-  exp_reduced(r, y);
-  const uint32_t scale_bits = static_cast<uint32_t>(k + 127) << 23;  // 2^k; 0 for k = -127
-  float scale;
-  std::memcpy(&scale, &scale_bits, sizeof scale);
-  const int32_t nan_bits = -static_cast<int32_t>((ub & 0x7fffffffu) > 0x7f800000u) & 0x7fc00000;
-  float nan_or_zero;
-  std::memcpy(&nan_or_zero, &nan_bits, sizeof nan_or_zero);
-  return y * scale + nan_or_zero;
-}
-#endif
 FUSEDKD_HD double fk_exp(double x) { return ::exp(x); }
 FUSEDKD_HD float fk_log(float x) { return ::logf(x); }
+FUSEDKD_HD double fk_log(double x) { return ::log(x); }
 FUSEDKD_HD float fk_sqrt(float x) { return ::sqrtf(x); }
 FUSEDKD_HD double fk_sqrt(double x) { return ::sqrt(x); }
-FUSEDKD_HD double fk_log(double x) { return ::log(x); }
 
 /// The most negative finite value: the identity of a running max that also survives -inf inputs.
 template <typename A> FUSEDKD_HD A lowest();
@@ -89,50 +53,31 @@ template <> FUSEDKD_HD double lowest<double>() { return -1.7976931348623157e+308
 template <typename A> FUSEDKD_HD A max_finite() { return -lowest<A>(); }
 
 
-/// `c ? a : b`, written on the host as a bit blend: float compares and selects keep GCC from
-/// vectorizing a loop (they may trap), integer masks do not. Exact: no arithmetic on a or b.
+/// `c ? a : b` (a vector select for the CPU backend's lane vectors, where c is a lane mask).
 template <typename A>
 FUSEDKD_HD A choose(bool c, A a, A b) {
-#if defined(__CUDA_ARCH__)
   return c ? a : b;
-#else
-  using Bits = typename std::conditional<sizeof(A) == 4, int32_t, int64_t>::type;
-  Bits ab, bb;
-  std::memcpy(&ab, &a, sizeof(A));
-  std::memcpy(&bb, &b, sizeof(A));
-  const Bits m = -static_cast<Bits>(c);
-  const Bits r = (ab & m) | (bb & ~m);
-  A out;
-  std::memcpy(&out, &r, sizeof(A));
-  return out;
-#endif
 }
 
-/// x == 0 (either sign), tested on the bits on the host (see `choose`).
+/// x == 0 (either sign).
 template <typename A>
 FUSEDKD_HD bool is_zero(A x) {
-#if defined(__CUDA_ARCH__)
   return x == A(0);
-#else
-  // Unsigned bits: shifting a negative signed value (a negative NaN) is undefined behaviour.
-  using Bits = typename std::conditional<sizeof(A) == 4, uint32_t, uint64_t>::type;
-  Bits b;
-  std::memcpy(&b, &x, sizeof(A));
-  return static_cast<Bits>(b << 1) == 0;
-#endif
 }
 
 /// w * l with the convention 0 * anything = 0: a class whose weight (a teacher or target
 /// probability, a coefficient) is 0 contributes 0 even where its log is -inf (a -inf logit).
-template <typename A>
-FUSEDKD_HD A weighted(A w, A l) {
-  return choose(is_zero(w), A(0), w * l);
+FUSEDKD_HD_TEMPLATE
+template <typename V>
+FUSEDKD_HD V weighted(V w, V l) {
+  return choose(is_zero(w), V(0), w * l);
 }
 
 /// x * log(x / y) written as x * (log x - log y) with the convention 0 * anything = 0 (a
 /// probability that underflowed, or the softmax of a -inf logit).
-template <typename A>
-FUSEDKD_HD A xlogy_diff(A x, A log_x, A log_y) {
+FUSEDKD_HD_TEMPLATE
+template <typename V>
+FUSEDKD_HD V xlogy_diff(V x, V log_x, V log_y) {
   return weighted(x, log_x - log_y);
 }
 
@@ -156,7 +101,23 @@ struct LogProb {
   A m;
   A inv;
   A ls;
-  FUSEDKD_HD A operator()(A x) const { return (x - m) * inv - ls; }
+  FUSEDKD_HD_TEMPLATE
+  template <typename V>
+  FUSEDKD_HD V operator()(V x) const { return (x - m) * inv - ls; }
+
+  /// The factor k with exp(this(x)) = exp((x - m0) * inv) * k: it turns exponentials taken
+  /// relative to another max m0 (the statistics' non-target max) at this scale into this
+  /// softmax's probabilities. k <= 1 when m0 <= m.
+  FUSEDKD_HD A rel(A m0) const { return fk_exp((m0 - m) * inv - ls); }
+};
+
+/// The exponentials the statistics pass computed for some lanes, kept for the gradient pass
+/// (CPU backend): z and v at scale 1 and at the row's scale inv, relative to their statistics'
+/// max m (`SplitStats::m`), 0 at the target classes. A Row turns them into probabilities with
+/// per-row factors (LogProb::rel) instead of taking exponentials again.
+template <typename V>
+struct StatExps {
+  V z1, zt, v1, vt;
 };
 
 /// Online softmax statistics of one row at two scales (1 and `inv` = 1/temperature), over the
@@ -226,6 +187,15 @@ FUSEDKD_HD void accumulate(SplitStats<A>& st, const RowTargets<A>& tg, int64_t i
   }
 }
 
+/// At one scale, the non-target softmax is the full one times a constant of the row,
+/// Shat_i = S_i * k with k = 1 / (1 - S_t): one exponential per element gives both. Only while
+/// k is moderate: when the targets hold all but 1e-20 of the mass, S_i underflows where Shat_i
+/// does not, and Shat_i needs its own exponential.
+template <typename A>
+FUSEDKD_HD bool sh_from_s(A k) {
+  return k <= A(1e20);
+}
+
 /// log of the non-target mass: log(1 - p_t) = lse(non-target) - lse(full), both at scale inv.
 template <typename A>
 FUSEDKD_HD A log_non_target_mass(const LogProb<A>& non, const LogProb<A>& full) {
@@ -255,7 +225,11 @@ struct NkdRow {
   A k_n, g_a, g_b;           // non-target gradient: k_n * S_i + g_a * Shat_i - g_b * That_i
   A l_non;                   // loss weight of sum That * log Shat
   A l_const;                 // the rest of the row loss: -coef * log S_t and the row constants
+  A sh_per_s;                // Shat_i / S_i when lambda = 1 (one constant per row)
+  A s_t;                     // S_t
+  A k_s, k_sh, k_th;         // StatExps factors of S, Shat, That
   int32_t t;
+  bool unit;                 // Shat_i = S_i * sh_per_s (see sh_from_s): one exponential saved
 
   /// `zs`, `vs`: stats of the student and teacher rows with inv = 1/lambda.
   FUSEDKD_HD NkdRow(const SplitStats<A>& zs, const SplitStats<A>& vs, const RowTargets<A>& tg,
@@ -303,19 +277,45 @@ struct NkdRow {
       }
       l_const -= weighted(c2, log_sn);
     }
+    sh_per_s = fk_exp((S.m - Shat.m) + (S.ls - Shat.ls));
+    unit = inv_lambda == A(1) && sh_from_s(sh_per_s);
+    s_t = fk_exp(log_st);
+    k_s = S.rel(zs.m);
+    k_sh = Shat.rel(zs.m);
+    k_th = That.rel(vs.m);
     t = tg.t1;
   }
 
-  /// Gradient of the row loss w.r.t. z_i; adds the element's share of sum That*log Shat to acc.
-  /// Branch-free (`choose`, not jumps) so that a CPU loop over i vectorizes.
-  FUSEDKD_HD A element(int32_t i, A z, A v, A& acc) const {
-    const A s = fk_exp(S(z));
-    const A log_sh = Shat(z);
-    const A th = fk_exp(That(v));
-    const bool target = i == t;
-    acc += choose(target | is_zero(th), A(0), th * log_sh);  // That_i = 0: no share (-inf logits)
-    return choose(target, coef * s - k_t, k_n * s + g_a * fk_exp(log_sh) - g_b * th);
+  /// Gradient of the row loss w.r.t. z_i for the lanes of z (student) and v (teacher);
+  /// `target`: the lanes where i is the target. Adds the lanes' shares of sum That*log Shat to
+  /// acc. V is A (one element) or a vector of lanes of the CPU backend (M its lane mask).
+  FUSEDKD_HD_TEMPLATE
+  template <typename V, typename M>
+  FUSEDKD_HD V elements(M target, V z, V v, V& acc) const {
+    const V s = fk_exp(S(z));
+    const V sh = unit ? s * sh_per_s : fk_exp(Shat(z));
+    return gradient(target, z, s, sh, fk_exp(That(v)), acc);
   }
+
+  /// The same from the statistics pass's exponentials (no exponential here).
+  FUSEDKD_HD_TEMPLATE
+  template <typename V, typename M>
+  FUSEDKD_HD V elements(M target, V z, V v, const StatExps<V>& e, V& acc) const {
+    (void)v;  // NKD's loss terms read only the student
+    const V s = choose(target, V(s_t), e.z1 * k_s);
+    const V sh = unit ? s * sh_per_s : e.zt * k_sh;
+    return gradient(target, z, s, sh, e.vt * k_th, acc);
+  }
+
+  /// The gradient from S_i (S_t at the target), Shat_i and That_i (any value at the target).
+  FUSEDKD_HD_TEMPLATE
+  template <typename V, typename M>
+  FUSEDKD_HD V gradient(M target, V z, V s, V sh, V th, V& acc) const {
+    acc += choose(target, V(0), weighted(th, Shat(z)));  // That_i = 0: no share (-inf logits)
+    return choose(target, coef * s - k_t, k_n * s + g_a * sh - g_b * th);
+  }
+
+  FUSEDKD_HD A element(int32_t i, A z, A v, A& acc) const { return elements(i == t, z, v, acc); }
 
   FUSEDKD_HD A loss(A acc) const { return l_const - l_non * acc; }
 };
@@ -330,6 +330,8 @@ struct KdRow {
   A l_kl;              // weight * T^2
   A ce;
   A log_st;
+  A p_t, q_t, s_t;     // the target's p, q, S
+  A k_p, k_q, k_s;     // StatExps factors of P, Q, S
   int32_t t;
   bool has_ce;
 
@@ -346,16 +348,40 @@ struct KdRow {
     // S (scale 1) only for the cross-entropy: without it, a backend may skip the scale-1 sums.
     S = ce != A(0) ? zs.full(A(1), tg) : LogProb<A>{A(0), A(1), A(0)};
     log_st = ce != A(0) ? S(zs.x1) : A(0);
+    p_t = t >= 0 ? fk_exp(P(zs.x1)) : A(0);
+    q_t = t >= 0 ? fk_exp(Q(vs.x1)) : A(0);
+    s_t = has_ce ? fk_exp(log_st) : A(0);
+    k_p = P.rel(zs.m);
+    k_q = Q.rel(vs.m);
+    k_s = has_ce ? S.rel(zs.m) : A(0);
   }
 
-  /// Gradient w.r.t. z_i; adds the element's share of KL(q || p) to acc.
-  FUSEDKD_HD A element(int32_t i, A z, A v, A& acc) const {
-    const A lp = P(z), lq = Q(v);
-    const A q = fk_exp(lq);
-    acc += xlogy_diff(q, lq, lp);
-    const A g_ce = ce * (fk_exp(S(z)) - choose(i == t, A(1), A(0)));
-    return g_kl * (fk_exp(lp) - q) + choose(has_ce, g_ce, A(0));  // S is a dummy without CE
+  /// Gradient w.r.t. z_i for the lanes of z and v (see NkdRow::elements); adds the lanes'
+  /// shares of KL(q || p) to acc. S is a dummy without the cross-entropy, and not evaluated.
+  FUSEDKD_HD_TEMPLATE
+  template <typename V, typename M>
+  FUSEDKD_HD V elements(M target, V z, V v, V& acc) const {
+    return gradient(target, z, v, fk_exp(P(z)), fk_exp(Q(v)), has_ce ? fk_exp(S(z)) : V(0), acc);
   }
+
+  /// The same from the statistics pass's exponentials (no exponential here).
+  FUSEDKD_HD_TEMPLATE
+  template <typename V, typename M>
+  FUSEDKD_HD V elements(M target, V z, V v, const StatExps<V>& e, V& acc) const {
+    const V p = choose(target, V(p_t), e.zt * k_p), q = choose(target, V(q_t), e.vt * k_q);
+    return gradient(target, z, v, p, q, has_ce ? choose(target, V(s_t), e.z1 * k_s) : V(0), acc);
+  }
+
+  /// The gradient from p_i, q_i and (with the cross-entropy) S_i.
+  FUSEDKD_HD_TEMPLATE
+  template <typename V, typename M>
+  FUSEDKD_HD V gradient(M target, V z, V v, V p, V q, V s, V& acc) const {
+    acc += xlogy_diff(q, Q(v), P(z));
+    const V g = g_kl * (p - q);
+    return has_ce ? g + ce * (s - choose(target, V(1), V(0))) : g;
+  }
+
+  FUSEDKD_HD A element(int32_t i, A z, A v, A& acc) const { return elements(i == t, z, v, acc); }
 
   FUSEDKD_HD A loss(A acc) const { return l_kl * acc - ce * log_st; }
 };
@@ -371,6 +397,8 @@ struct DkdRow {
   A g_tc, g_nc;              // alpha * T, beta * T
   A l_nc;                    // beta * T^2
   A alpha, ce, log_st;
+  A s_t;                     // S_t
+  A k_ph, k_qh, k_s;         // StatExps factors of Phat, Qhat, S
   int32_t t;
   bool has_ce;
 
@@ -394,18 +422,41 @@ struct DkdRow {
     ce = ce_weight;
     has_ce = ce != A(0);
     log_st = has_ce ? S(zs.x1) : A(0);
+    s_t = has_ce ? fk_exp(log_st) : A(0);
+    k_ph = Phat.rel(zs.m);
+    k_qh = Qhat.rel(vs.m);
+    k_s = has_ce ? S.rel(zs.m) : A(0);
     t = tg.t1;
   }
 
-  /// Gradient w.r.t. z_i; adds the element's share of KL(That || Shat) to acc.
-  FUSEDKD_HD A element(int32_t i, A z, A v, A& acc) const {
-    const A g = choose(has_ce, ce * fk_exp(S(z)), A(0));  // S is a dummy without CE
-    const A lph = Phat(z), lqh = Qhat(v);
-    const A ph = fk_exp(lph), qh = fk_exp(lqh);
-    const bool target = i == t;
-    acc += choose(target, A(0), xlogy_diff(qh, lqh, lph));
+  /// Gradient w.r.t. z_i for the lanes of z and v (see NkdRow::elements); adds the lanes'
+  /// shares of KL(That || Shat) to acc. S is a dummy without the cross-entropy, and not evaluated.
+  FUSEDKD_HD_TEMPLATE
+  template <typename V, typename M>
+  FUSEDKD_HD V elements(M target, V z, V v, V& acc) const {
+    return gradient(target, z, v, fk_exp(Phat(z)), fk_exp(Qhat(v)),
+                    has_ce ? fk_exp(S(z)) : V(0), acc);
+  }
+
+  /// The same from the statistics pass's exponentials (no exponential here).
+  FUSEDKD_HD_TEMPLATE
+  template <typename V, typename M>
+  FUSEDKD_HD V elements(M target, V z, V v, const StatExps<V>& e, V& acc) const {
+    return gradient(target, z, v, e.zt * k_ph, e.vt * k_qh,
+                    has_ce ? choose(target, V(s_t), e.z1 * k_s) : V(0), acc);
+  }
+
+  /// The gradient from Phat_i, Qhat_i (any value at the target) and (with the cross-entropy)
+  /// S_i (S_t at the target).
+  FUSEDKD_HD_TEMPLATE
+  template <typename V, typename M>
+  FUSEDKD_HD V gradient(M target, V z, V v, V ph, V qh, V s, V& acc) const {
+    const V g = has_ce ? ce * s : V(0);
+    acc += choose(target, V(0), xlogy_diff(qh, Qhat(v), Phat(z)));
     return choose(target, g + g_tc * (pt - qt) - ce, g + g_tc * ph * (qt - pt) + g_nc * (ph - qh));
   }
+
+  FUSEDKD_HD A element(int32_t i, A z, A v, A& acc) const { return elements(i == t, z, v, acc); }
 
   FUSEDKD_HD A loss(A acc) const { return alpha * tckd + l_nc * acc - ce * log_st; }
 };
@@ -445,15 +496,20 @@ struct UskdRankKey {
   }
 
   /// The key with X fixed at compile time (the reference mode needs one exponential per
-  /// element, not two).
-  template <bool Paper>
-  FUSEDKD_HD A eval(A z, A w) const {
-    const A log_s = S(z);
-    return fk_exp(W(w)) * a + (Paper ? fk_exp(log_s) : log_s) * b;
+  /// element, not two), for the lanes of z and w; also gives W_i and (X = S) S_i, which the
+  /// gradient pass needs again.
+  FUSEDKD_HD_TEMPLATE
+  template <bool Paper, typename V>
+  FUSEDKD_HD V eval(V z, V w, V& w_prob, V& s_prob) const {
+    const V log_s = S(z);
+    w_prob = fk_exp(W(w));
+    if (Paper) s_prob = fk_exp(log_s);
+    return w_prob * a + (Paper ? s_prob : log_s) * b;
   }
 
   FUSEDKD_HD A operator()(A z, A w) const {
-    return paper ? eval<true>(z, w) : eval<false>(z, w);
+    A w_prob, s_prob;
+    return paper ? eval<true>(z, w, w_prob, s_prob) : eval<false>(z, w, w_prob, s_prob);
   }
 };
 
@@ -524,6 +580,8 @@ struct UskdRow {
   A q_on, q_off; // weak target: q_i = q_on * y_i + q_off
   A qsum;        // sum_i q_i
   A l_const;     // the row loss but the accumulated sums
+  A sh_per_s;    // Shat_i / S_i, a constant of the row
+  bool unit;     // Shat_i = S_i * sh_per_s (see sh_from_s): one exponential saved
   RowTargets<A> tg;
 
   /// `p1`, `p2`: the soft targets P_k (uskd_soft_target); `rank1`, `rank2`: the target classes'
@@ -561,6 +619,8 @@ struct UskdRow {
       b_sh -= c2 * s_a;
       l_const -= weighted(c2, log_non_target_mass(Shat, S));
     }
+    sh_per_s = fk_exp((S.m - Shat.m) + (S.ls - Shat.ls));
+    unit = sh_from_s(sh_per_s);
   }
 
   /// The released USKD with the default terms; `sq1`, `sq2`: the row's S_tk^2
@@ -572,21 +632,32 @@ struct UskdRow {
                 tg_.t2 >= 0 && tg_.v2 != A(0) ? sq2 + tg_.v2 - mean2 : A(0), rank1, rank2, h, c,
                 alpha_, beta_, mu_, eps, ce_, UskdTerms()) {}
 
-  /// Gradients w.r.t. z_i and w_i for class i at 1-based rank r with label value y_i.
-  /// Adds the element's share of sum Zhat*log Shat to acc_non and of sum q*log W to acc_weak.
+  /// Gradients w.r.t. z_i and w_i for the lanes of z and w, at 1-based ranks `rank`, with
+  /// label values y, S_i = `s` and W_i = `w_prob` (the backend computes them, or has them from
+  /// the rank keys). `is1`, `target`: the lanes of the first target, of either target.
+  /// Adds the lanes' shares of sum Zhat*log Shat to acc_non and of sum q*log W to acc_weak.
+  /// V is A (one element) or a vector of lanes of the CPU backend (M its lane mask).
+  FUSEDKD_HD_TEMPLATE
+  template <typename V, typename M>
+  FUSEDKD_HD void elements(M is1, M target, V z, V w, V y, V rank, V s, V w_prob, V& dz, V& dw,
+                           V& acc_non, V& acc_weak) const {
+    const V lw = W(w);
+    const V q = q_on * y + q_off;
+    acc_weak += weighted(q, lw);  // q_i = 0 (eps = 0, y_i = 0): no share, even for w_i = -inf
+    dw = mu * (qsum * w_prob - q);
+    const V lsh = Shat(z);
+    const V zh = inv_zsum / rank;
+    acc_non += choose(target, V(0), zh * lsh);
+    const V target_term = choose(is1, V(tt1), V(tt2));
+    const V sh = unit ? s * sh_per_s : fk_exp(lsh);
+    dz = choose(target, k_t * s - target_term, k_o * s + b_sh * sh - beta * zh);
+  }
+
+  /// One class i at 1-based rank r with label value y_i (the CUDA kernels' form).
   FUSEDKD_HD void element(int32_t i, A z, A w, A y, int32_t r, A& dz, A& dw, A& acc_non,
                           A& acc_weak) const {
-    const A s = fk_exp(S(z));
-    const A lw = W(w);
-    const A q = q_on * y + q_off;
-    acc_weak += weighted(q, lw);  // q_i = 0 (eps = 0, y_i = 0): no share, even for w_i = -inf
-    dw = mu * (qsum * fk_exp(lw) - q);
-    const bool is1 = i == tg.t1, is2 = i == tg.t2, other = !(is1 || is2);
-    const A lsh = Shat(z);
-    const A zh = inv_zsum / A(r);
-    acc_non += choose(other, zh * lsh, A(0));
-    const A target_term = choose(is1, tt1, tt2);
-    dz = choose(other, k_o * s + b_sh * fk_exp(lsh) - beta * zh, k_t * s - target_term);
+    const bool is1 = i == tg.t1, target = is1 || i == tg.t2;
+    elements(is1, target, z, w, y, A(r), fk_exp(S(z)), fk_exp(W(w)), dz, dw, acc_non, acc_weak);
   }
 
   FUSEDKD_HD A loss(A acc_non, A acc_weak) const {

@@ -13,8 +13,10 @@
 #include <limits>
 #include <memory>
 #include <new>
+#include <type_traits>
 
 #include "fusedkd/detail/core.hpp"
+#include "fusedkd/detail/cpu_simd.hpp"
 #include "fusedkd/status.hpp"
 #include "fusedkd/types.hpp"
 
@@ -187,55 +189,16 @@ void zero_row(T* g, int64_t c) {
   if (g != nullptr) std::fill(g, g + c, T(0));
 }
 
-// On x86-64 Linux with GCC, the row functions are compiled twice, for the baseline and for
-// x86-64-v3 (AVX2 + FMA), and the loader picks one for the CPU it runs on (target_clones): a
-// header-only library cannot rely on its users' -march. Off under sanitizers and nvcc, or with
-// FUSEDKD_NO_CPU_DISPATCH. Everything a row function calls per element or per run must be
-// FUSEDKD_INLINE (no lambdas): GCC inlines other helpers into a clone only when its heuristics
-// agree, and one left out of line runs as baseline code.
-// A build that already targets AVX2 (-march=native, -mavx2) needs no clone, and must not get
-// one: GCC does not inline helpers compiled for a wider target into the x86-64-v3 clone.
-// Under ThreadSanitizer the loader would run the (instrumented) clone selector before TSan has
-// started, and the program would crash before main; under AddressSanitizer likewise.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__ELF__) && \
-    !defined(__AVX2__) && !defined(__CUDACC__) && !defined(__SANITIZE_ADDRESS__) &&       \
-    !defined(__SANITIZE_THREAD__) && !defined(FUSEDKD_NO_CPU_DISPATCH)
-#define FUSEDKD_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FUSEDKD_CPU_CLONES
-#endif
-
 #if defined(_OPENMP)
 #define FUSEDKD_PRAGMA(...) _Pragma(#__VA_ARGS__)
-#define FUSEDKD_SIMD_REDUCE(op, ...) FUSEDKD_PRAGMA(omp simd reduction(op : __VA_ARGS__))
 // Rows in parallel, unless the call is too small to pay for waking the threads.
 #define FUSEDKD_PARALLEL_ROWS(work) FUSEDKD_PRAGMA(omp parallel for schedule(static) if ((work) > 65536))
 #else
-#define FUSEDKD_SIMD_REDUCE(op, ...)
 #define FUSEDKD_PARALLEL_ROWS(work)
 #endif
 
 /// Rows are processed in chunks of this many classes: they stay in L1 between passes.
 constexpr int32_t kChunk = 1024;
-
-/// max(m, x[0..n)) in four independent chains (scalar maxss, no loop-carried latency wall).
-/// A NaN may be skipped here; it still reaches the sum of exponentials and propagates there.
-template <typename T, typename A>
-FUSEDKD_INLINE A max_of(const T* x, int32_t n, A m) {
-  A m0 = m, m1 = m, m2 = m, m3 = m;
-  int32_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const A a = A(x[i]), b = A(x[i + 1]), c = A(x[i + 2]), d = A(x[i + 3]);
-    m0 = a > m0 ? a : m0;
-    m1 = b > m1 ? b : m1;
-    m2 = c > m2 ? c : m2;
-    m3 = d > m3 ? d : m3;
-  }
-  for (; i < n; ++i) m0 = A(x[i]) > m0 ? A(x[i]) : m0;
-  m0 = m1 > m0 ? m1 : m0;
-  m2 = m3 > m2 ? m3 : m2;
-  return m2 > m0 ? m2 : m0;
-}
 
 /// The runs [lo[k], hi[k]) of [b, e) between the (up to two) target classes: at most three.
 struct NonTargetRuns {
@@ -259,86 +222,19 @@ struct NonTargetRuns {
   }
 };
 
-/// sum of exp((x[i] - m) * inv) over [0, n).
-template <typename T, typename A>
-FUSEDKD_INLINE A sum_exp(const T* x, int32_t n, A m, A inv) {
-  A s = A(0);
-  for (int32_t i = 0; i < n; ++i) s += fk_exp((A(x[i]) - m) * inv);
-  return s;
-}
-
-#if defined(__GNUC__)
-// The float cases of the statistics pass, eight lanes at a time with GCC/Clang vector types (two
-// SSE registers in the baseline build, one AVX register in the x86-64-v3 clone): left to the
-// auto-vectorizer, inlining and loop splitting made these loops scalar in some callers.
-typedef float VecF8 __attribute__((vector_size(32)));
-typedef int32_t VecI8 __attribute__((vector_size(32)));
-typedef uint32_t VecU8 __attribute__((vector_size(32)));
-
-/// max(m, x[0..n)), as above.
-FUSEDKD_INLINE float max_of(const float* x, int32_t n, float m) {
-  VecF8 acc = VecF8{} + m;
-  int32_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    VecF8 v;
-    std::memcpy(&v, x + i, sizeof v);
-    acc = v > acc ? v : acc;
-  }
-  for (int k = 0; k < 8; ++k) m = acc[k] > m ? acc[k] : m;
-  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
-  return m;
-}
-
-/// sum of exp((x[i] - m) * inv) over [0, n): the polynomial of fk_exp(float), with its clamps.
-FUSEDKD_INLINE float sum_exp(const float* x, int32_t n, float m, float inv) {
-  VecF8 acc = {};
-  int32_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    VecF8 v;
-    std::memcpy(&v, x + i, sizeof v);
-    VecF8 a = (v - m) * inv;
-    VecI8 bits;
-    std::memcpy(&bits, &a, sizeof bits);
-    const VecI8 nan = ((bits & 0x7fffffff) > 0x7f800000) & 0x7fc00000;  // NaN stays NaN
-    // clamp to [-88, 88] on the bits, as fk_exp does (NaN included: no UB in the conversion)
-    const VecI8 below = reinterpret_cast<VecI8>(reinterpret_cast<VecU8>(bits) > 0xC2B00000u);
-    bits = (bits & ~below) | (static_cast<int32_t>(0xC2B00000u) & below);
-    const VecI8 above = bits > 0x42B00000;
-    bits = (bits & ~above) | (0x42B00000 & above);
-    std::memcpy(&a, &bits, sizeof a);
-    const VecF8 t = a * 1.44269504088896341f + 128.5f;
-    const VecI8 k = __builtin_convertvector(t, VecI8) - 128;
-    const VecF8 fk = __builtin_convertvector(k, VecF8);
-    const VecF8 r = (a - fk * 0.693359375f) + fk * 2.12194440e-4f;
-    VecF8 y;
-    exp_reduced(r, y);
-    const VecI8 scale_bits = (k + 127) << 23;
-    VecF8 scale, nan_or_zero;
-    std::memcpy(&scale, &scale_bits, sizeof scale);
-    std::memcpy(&nan_or_zero, &nan, sizeof nan_or_zero);
-    acc += y * scale + nan_or_zero;
-  }
-  float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-  for (; i < n; ++i) s += fk_exp((x[i] - m) * inv);
-  return s;
-}
-#endif
-
-/// The statistics of one row, in chunks that stay in L1: a chunk's max (scalar: cheap), then
-/// its sums of exponentials (vector loops), folded into the running stats: an online softmax at
+/// The statistics of one row, in chunks that stay in L1: a chunk's max, then its sums of
+/// exponentials (vector loops, cpu_simd.hpp), folded into the running stats: an online softmax at
 /// chunk granularity that reads the row from memory once. The loops run over the runs between
 /// the targets, so they carry no per-element target test.
 /// `unit`: whether the scale-1 sum is wanted (KD and DKD read only the 1/T sums, but for their
 /// student's cross-entropy).
-template <typename T, typename A>
-FUSEDKD_CPU_CLONES SplitStats<A> row_stats(const T* x, int32_t c, const RowTargets<A>& tg, A inv, bool two,
+template <typename A>
+SplitStats<A> row_stats(const A* x, int32_t c, const RowTargets<A>& tg, A inv, bool two,
                         bool unit = true) {
   const int32_t t1 = tg.t1, t2 = tg.t2;
   SplitStats<A> st;
   for (int32_t b = 0; b < c; b += kChunk) {
     const int32_t e = c - b > kChunk ? b + kChunk : c;
-    // Plain loops over the runs, not callbacks: a lambda is a function of the default target,
-    // and would stay out of line (and baseline SSE code) in the x86-64-v3 clone.
     const NonTargetRuns runs(b, e, t1, t2);
     if (runs.count == 0) continue;  // a chunk of only targets adds nothing
     SplitStats<A> part;
@@ -346,7 +242,7 @@ FUSEDKD_CPU_CLONES SplitStats<A> row_stats(const T* x, int32_t c, const RowTarge
       part.m = max_of(x + runs.lo[k], runs.hi[k] - runs.lo[k], part.m);
     }
     for (int k = 0; k < runs.count; ++k) {
-      const T* xk = x + runs.lo[k];
+      const A* xk = x + runs.lo[k];
       const int32_t nk = runs.hi[k] - runs.lo[k];
       if (unit || !two) part.s1 += sum_exp(xk, nk, part.m, A(1));
       if (two) part.st += sum_exp(xk, nk, part.m, inv);
@@ -382,33 +278,51 @@ Status check_pair(const Matrix<const T>& z, const Matrix<const T>& v, const Labe
   return Status::kSuccess;
 }
 
-/// One row of a teacher loss: statistics of both rows, then one pass that writes the gradient
-/// (when `g` is not null) and sums the loss terms, per chunk in A (vectorized) and across chunks
-/// in double (a float sum over a 128k-class row would lose digits). Returns the row loss.
-/// `unit`: whether the student's and the teacher's scale-1 sums are wanted (see row_stats).
-template <typename T, typename A, typename MakeRow>
-FUSEDKD_CPU_CLONES double pair_row(const T* z, const T* v, T* g, int32_t c,
-                                   const RowTargets<A>& tg, A inv, bool two, const bool unit[2],
-                                   A factor, const MakeRow& make_row) {
-  const auto row = make_row(row_stats(z, c, tg, inv, two, unit[0]),
-                            row_stats(v, c, tg, inv, two, unit[1]), tg);
+/// The gradient pass of a teacher loss's row over [b, e), a vector of lanes at a time: writes
+/// g[b, e) (when Write) and returns the sum of the row's loss terms there. Element i of the
+/// pointers is class first + i of the row (first > 0: a column slice, cpu_shard.hpp).
+template <bool Write, typename A, typename Row>
+FUSEDKD_INLINE A pair_chunk(const A* z, const A* v, A* g, int32_t b, int32_t e, int64_t first,
+                            const Row& row, A factor) {
+  using L = Lanes<A>;
+  const Tag<A> d;
+  const size_t lanes = hn::Lanes(d);
+  L acc(A(0));
+  for (int32_t i = b; i < e; i += static_cast<int32_t>(lanes)) {
+    const size_t n = std::min(lanes, static_cast<size_t>(e - i));
+    L part(A(0));
+    const L gi = row.elements(lanes_at(d, first + i, row.t), L(load_n(d, z + i, n)),
+                              L(load_n(d, v + i, n)), part);
+    acc += n == lanes ? part : L(hn::IfThenElseZero(hn::FirstN(d, n), part.v));
+    if (Write) store_n(d, hn::Mul(gi.v, hn::Set(d, factor)), g + i, n);  // after the reads: in place is safe
+  }
+  return sum_lanes(d, acc.v);
+}
+
+/// The gradient pass of a teacher loss's row (or column slice) of c classes: writes the
+/// gradient (when g is not null) and returns the sum of the loss terms, per chunk in A
+/// (vectors) and across chunks in double (a float sum over a 128k-class row would lose digits).
+template <typename A, typename Row>
+double pair_pass(const A* z, const A* v, A* g, int32_t c, int64_t first, const Row& row, A factor) {
   double total = 0.0;
   for (int32_t b = 0; b < c; b += kChunk) {
     const int32_t e = c - b > kChunk ? b + kChunk : c;
-    A acc = A(0);
-    if (g != nullptr) {
-      FUSEDKD_SIMD_REDUCE(+, acc)
-      for (int32_t i = b; i < e; ++i) {
-        const A gi = row.element(i, A(z[i]), A(v[i]), acc);  // reads z_i before writing g_i
-        g[i] = T(gi * factor);
-      }
-    } else {
-      FUSEDKD_SIMD_REDUCE(+, acc)
-      for (int32_t i = b; i < e; ++i) row.element(i, A(z[i]), A(v[i]), acc);
-    }
+    const A acc = g != nullptr ? pair_chunk<true>(z, v, g, b, e, first, row, factor)
+                               : pair_chunk<false>(z, v, g, b, e, first, row, factor);
     total += static_cast<double>(acc);
   }
-  return static_cast<double>(row.loss(A(total)));
+  return total;
+}
+
+/// One row of a teacher loss: statistics of both rows, then the gradient pass. Returns the row
+/// loss. `unit`: whether the student's and the teacher's scale-1 sums are wanted (see
+/// row_stats).
+template <typename A, typename MakeRow>
+double pair_row(const A* z, const A* v, A* g, int32_t c, const RowTargets<A>& tg, A inv, bool two,
+                const bool unit[2], A factor, const MakeRow& make_row) {
+  const auto row = make_row(row_stats(z, c, tg, inv, two, unit[0]),
+                            row_stats(v, c, tg, inv, two, unit[1]), tg);
+  return static_cast<double>(row.loss(A(pair_pass(z, v, g, c, 0, row, factor))));
 }
 
 /// Runs a teacher loss (NKD, KD, DKD): `make_row(zs, vs, tg)` builds the loss's Row from the
@@ -421,6 +335,7 @@ Status run_pair_loss(Matrix<const T> z, Matrix<const T> v, Labels labels,
                      bool student_unit, bool teacher_unit, acc_t<T>* loss, Matrix<T> grad,
                      MakeRow make_row) {
   using A = acc_t<T>;
+  static_assert(std::is_same<A, T>::value, "the CPU backend computes in its input type");
   Status s = check_pair(z, v, labels, o, loss, grad, labels_optional);
   if (s != Status::kSuccess) return s;
   const int64_t n = z.rows, c = z.cols;

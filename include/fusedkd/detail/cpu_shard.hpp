@@ -103,7 +103,7 @@ Status shard_setup(const Matrix<const T>& z, const Matrix<const T>& v, const Lab
 
 /// Phase 1 of a row: the record of the slice.
 template <typename T, typename A>
-FUSEDKD_CPU_CLONES void shard_record(const T* z, const T* v, int32_t w, const RowTargets<A>& local,
+void shard_record(const T* z, const T* v, int32_t w, const RowTargets<A>& local,
                                      A inv, bool two, bool zunit, bool vunit, A* out) {
   const bool owns = local.t1 >= 0;
   store_side(row_stats(z, w, local, inv, two, zunit), owns, out);
@@ -140,25 +140,8 @@ FUSEDKD_PARALLEL_ROWS(n * w)
 /// Phase 2 of a row: the gradient slice (when g is not null), and the sum of the slice's loss
 /// terms (per chunk in A, across chunks in double, as pair_row does).
 template <typename T, typename A, class Row>
-FUSEDKD_CPU_CLONES double shard_row(const T* z, const T* v, T* g, int32_t w, int32_t first,
-                                    const Row& row, A factor) {
-  double total = 0.0;
-  for (int32_t b = 0; b < w; b += kChunk) {
-    const int32_t e = w - b > kChunk ? b + kChunk : w;
-    A acc = A(0);
-    if (g != nullptr) {
-      FUSEDKD_SIMD_REDUCE(+, acc)
-      for (int32_t i = b; i < e; ++i) {
-        const A gi = row.element(first + i, A(z[i]), A(v[i]), acc);  // reads z_i before g_i
-        g[i] = T(gi * factor);
-      }
-    } else {
-      FUSEDKD_SIMD_REDUCE(+, acc)
-      for (int32_t i = b; i < e; ++i) row.element(first + i, A(z[i]), A(v[i]), acc);
-    }
-    total += static_cast<double>(acc);
-  }
-  return total;
+double shard_row(const T* z, const T* v, T* g, int32_t w, int32_t first, const Row& row, A factor) {
+  return pair_pass(z, v, g, w, first, row, factor);
 }
 
 template <class O, typename T>

@@ -93,50 +93,89 @@ RankEntry<A>* radix_sort(RankEntry<A>* a, RankEntry<A>* tmp, int32_t n) {
   return a;
 }
 
-/// ord[i] = class i's rank entry, the rank mode fixed at compile time (one vector loop each).
-template <bool Paper, typename T, typename A>
-FUSEDKD_INLINE void rank_entries(const T* z, const T* w, int32_t c, const UskdRankKey<A>& key,
-                                 RankEntry<A>* ord) {
-  for (int32_t i = 0; i < c; ++i) {
-    ord[i] = {rank_bits(key.template eval<Paper>(A(z[i]), A(w[i]))), i};
+/// Per-thread scratch of the rank pass, for one row of c classes.
+template <typename A>
+struct RankScratch {
+  RankEntry<A>* entries;  ///< 2c rank entries (the radix sort's two buffers)
+  A* rank;                ///< rank of class i (1-based), as A
+  A* w_prob;              ///< W_i, from the rank keys
+  A* s_prob;              ///< S_i, from the rank keys (paper mode only)
+};
+
+/// The rank entries {rank_bits(R_i), i} of all c classes, in class order (the radix sort is
+/// stable: ties keep that order), the keys a vector of lanes at a time; W_i (and S_i in paper
+/// mode) kept for the gradient pass.
+template <bool Paper, typename A>
+void rank_entries(const A* z, const A* w, int32_t c, const UskdRankKey<A>& key,
+                  const RankScratch<A>& sc) {
+  using L = Lanes<A>;
+  const Tag<A> d;
+  const hn::RebindToUnsigned<decltype(d)> du;
+  const size_t lanes = hn::Lanes(d);
+  alignas(64) RankBits<A> bits[kMaxLaneBytes / sizeof(A)];
+  for (int32_t i = 0; i < c; i += static_cast<int32_t>(lanes)) {
+    const size_t n = std::min(lanes, static_cast<size_t>(c - i));
+    L wp(A(0)), sp(A(0));
+    const L k = key.template eval<Paper>(L(load_n(d, z + i, n)), L(load_n(d, w + i, n)), wp, sp);
+    store_n(d, wp.v, sc.w_prob + i, n);
+    if (Paper) store_n(d, sp.v, sc.s_prob + i, n);
+    hn::StoreU(rank_bits_lanes(d, k.v), du, bits);
+    for (size_t e = 0; e < n; ++e) sc.entries[i + e] = {bits[e], i + static_cast<int32_t>(e)};
   }
 }
 
 /// rank[i] = 1-based position of class i when all classes are sorted by their rank key,
-/// descending, ties by the lower index. `ord` holds 2C entries of scratch.
-template <typename T, typename A>
-FUSEDKD_CPU_CLONES void zipf_ranks(const T* z, const T* w, int32_t c, const UskdRankKey<A>& key,
-                                   RankEntry<A>* ord, int32_t* rank) {
+/// descending, ties by the lower index; also fills w_prob (and s_prob in paper mode).
+template <typename A>
+void zipf_ranks(const A* z, const A* w, int32_t c, const UskdRankKey<A>& key,
+                const RankScratch<A>& sc) {
   if (key.paper) {
-    rank_entries<true>(z, w, c, key, ord);
+    rank_entries<true>(z, w, c, key, sc);
   } else {
-    rank_entries<false>(z, w, c, key, ord);
+    rank_entries<false>(z, w, c, key, sc);
   }
-  const RankEntry<A>* sorted = radix_sort(ord, ord + c, c);
-  for (int32_t p = 0; p < c; ++p) rank[sorted[p].index] = p + 1;
+  const RankEntry<A>* sorted = radix_sort(sc.entries, sc.entries + c, c);
+  for (int32_t p = 0; p < c; ++p) sc.rank[sorted[p].index] = A(p + 1);
 }
 
 /// The gradient pass of one USKD row: writes dz, dw (when Write) and adds the row's sums of
 /// Zhat*log Shat and q*log W to sums[0], sums[1] (per chunk in A, across chunks in double).
-template <typename Soft, typename Write, typename T, typename A>
-FUSEDKD_CPU_CLONES void uskd_pass(const T* z, const T* w, const float* y, T* gz, T* gw, int32_t c,
-                                  const UskdRow<A>& row, const int32_t* rank, A factor,
-                                  double* sums) {
+template <bool Soft, bool Write, bool Paper, typename A>
+void uskd_pass(const A* z, const A* w, const float* y, A* gz, A* gw, int32_t c,
+               const UskdRow<A>& row, const RankScratch<A>& sc, A factor, double* sums) {
+  using L = Lanes<A>;
+  const Tag<A> d;
+  const size_t lanes = hn::Lanes(d);
+  const auto ids = lane_ids(d);
+  const auto vfactor = hn::Set(d, factor);
   for (int32_t b = 0; b < c; b += kChunk) {
     const int32_t e = c - b > kChunk ? b + kChunk : c;
-    A acc_non = A(0), acc_weak = A(0);
-    FUSEDKD_SIMD_REDUCE(+, acc_non, acc_weak)
-    for (int32_t i = b; i < e; ++i) {
-      const A yi = Soft::value ? A(y[i]) : choose(i == row.tg.t1, A(1), A(0));
-      A dz, dw;
-      row.element(i, A(z[i]), A(w[i]), yi, rank[i], dz, dw, acc_non, acc_weak);
-      if (Write::value) {
-        gz[i] = T(dz * factor);  // after the reads of z_i and w_i: in place is safe
-        gw[i] = T(dw * factor);
+    L acc_non(A(0)), acc_weak(A(0));
+    for (int32_t i = b; i < e; i += static_cast<int32_t>(lanes)) {
+      const size_t n = std::min(lanes, static_cast<size_t>(e - i));
+      const auto is1 = lanes_at(d, ids, i, row.tg.t1);
+      const auto target = hn::Or(is1, lanes_at(d, ids, i, row.tg.t2));
+      const L zi(load_n(d, z + i, n));
+      const L yi = Soft ? L(load_labels(d, y + i, n)) : L(hn::IfThenElseZero(is1, hn::Set(d, A(1))));
+      const L s = Paper ? L(load_n(d, sc.s_prob + i, n)) : fk_exp(row.S(zi));
+      L dz(A(0)), dw(A(0)), part_non(A(0)), part_weak(A(0));
+      row.elements(is1, target, zi, L(load_n(d, w + i, n)), yi, L(load_n(d, sc.rank + i, n)), s,
+                   L(load_n(d, sc.w_prob + i, n)), dz, dw, part_non, part_weak);
+      if (n == lanes) {
+        acc_non += part_non;
+        acc_weak += part_weak;
+      } else {
+        const auto valid = hn::FirstN(d, n);
+        acc_non += L(hn::IfThenElseZero(valid, part_non.v));
+        acc_weak += L(hn::IfThenElseZero(valid, part_weak.v));
+      }
+      if (Write) {  // after the reads of z_i and w_i: in place is safe
+        store_n(d, hn::Mul(dz.v, vfactor), gz + i, n);
+        store_n(d, hn::Mul(dw.v, vfactor), gw + i, n);
       }
     }
-    sums[0] += static_cast<double>(acc_non);
-    sums[1] += static_cast<double>(acc_weak);
+    sums[0] += static_cast<double>(sum_lanes(d, acc_non.v));
+    sums[1] += static_cast<double>(sum_lanes(d, acc_weak.v));
   }
 }
 
@@ -213,6 +252,7 @@ template <typename T>
 Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdOptions& o,
                 acc_t<T>* loss, Matrix<T> gz, Matrix<T> gw, const double* batch_sums = nullptr) {
   using A = acc_t<T>;
+  static_assert(std::is_same<A, T>::value, "the CPU backend computes in its input type");
   const int64_t n = z.rows, c = z.cols;
   Status s = check_uskd(z, w, labels, o, loss, gz, gw);
   if (s != Status::kSuccess) return s;
@@ -241,10 +281,11 @@ Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdO
 #if defined(_OPENMP)
   threads = omp_get_max_threads();
 #endif
-  auto order = scratch<RankEntry<A>>(2 * static_cast<int64_t>(threads) * c);
-  if (!order) return Status::kOutOfMemory;
-  auto ranks = scratch<int32_t>(static_cast<int64_t>(threads) * c);
-  if (!ranks) return Status::kOutOfMemory;
+  // Per thread: the rank entries (2C), then the ranks, W and S of the row (O(C) each).
+  auto entries = scratch<RankEntry<A>>(2 * static_cast<int64_t>(threads) * c);
+  if (!entries) return Status::kOutOfMemory;
+  auto row_scratch = scratch<A>(3 * static_cast<int64_t>(threads) * c);
+  if (!row_scratch) return Status::kOutOfMemory;
 
   const int32_t c32 = static_cast<int32_t>(c);
 
@@ -273,6 +314,7 @@ FUSEDKD_PARALLEL_ROWS(n * c)
   const A h = harmonic<A>(c);
   const A factor = A(gradient_factor(o, active));
   const int rank_mode = static_cast<int>(o.rank), soft_mode = static_cast<int>(o.soft_target);
+  const bool paper = rank_mode != 0;  // X = S in the rank key (every mode but the reference one)
   const UskdTerms terms = uskd_terms(o);
   const int64_t ld_y = labels.stride > 0 ? labels.stride : c;
 
@@ -298,27 +340,34 @@ FUSEDKD_PARALLEL_ROWS(n * c)
     const SplitStats<A>& ws = wstats[r];
 
     // Zipf ranks: sort all classes by R, descending, ties by class index.
-    RankEntry<A>* ord = order.get() + 2 * static_cast<int64_t>(thread) * c;
-    int32_t* rank = ranks.get() + static_cast<int64_t>(thread) * c;
+    A* own = row_scratch.get() + 3 * static_cast<int64_t>(thread) * c;
+    const RankScratch<A> sc{entries.get() + 2 * static_cast<int64_t>(thread) * c, own, own + c,
+                            own + 2 * c};
     const UskdRankKey<A> key(zs.full(A(1), tg), ws.full(A(1), tg), zs, ws, tg, rank_mode);
-    zipf_ranks(zr, wr, c32, key, ord, rank);
+    zipf_ranks(zr, wr, c32, key, sc);
     const A p1 = uskd_soft_target(soft_mode, sq[2 * r], tg.v1, col[0]);
     const A p2 = tg.t2 >= 0 ? uskd_soft_target(soft_mode, sq[2 * r + 1], tg.v2, col[1]) : A(0);
-    const UskdRow<A> row(zs, ws, tg, p1, p2, rank[tg.t1], tg.t2 >= 0 ? rank[tg.t2] : 0, h, c,
-                         A(o.alpha), A(o.beta), A(o.mu), A(o.smoothing), A(o.ce_weight), terms);
+    const UskdRow<A> row(zs, ws, tg, p1, p2, static_cast<int32_t>(sc.rank[tg.t1]),
+                         tg.t2 >= 0 ? static_cast<int32_t>(sc.rank[tg.t2]) : 0, h, c, A(o.alpha),
+                         A(o.beta), A(o.mu), A(o.smoothing), A(o.ce_weight), terms);
 
-    // One pass over the row: both gradients and the row loss, in one of four variants (soft or
-    // hard labels, gradients or not) so that each inner loop is branch-free and vectorizes.
+    // One pass over the row: both gradients and the row loss, in one of eight variants (soft
+    // or hard labels, gradients or not, rank mode) so that each inner loop is branch-free.
     const float* y = soft ? static_cast<const float*>(labels.data) + r * ld_y : nullptr;
     double sums[2] = {0.0, 0.0};
+    const bool write = gzr != nullptr;
+    const auto pass = [&](auto soft_v, auto write_v, auto paper_v) {
+      uskd_pass<decltype(soft_v)::value, decltype(write_v)::value, decltype(paper_v)::value>(
+          zr, wr, y, gzr, gwr, c32, row, sc, factor, sums);
+    };
     using yes = std::true_type;
     using no = std::false_type;
-    if (soft) {
-      gzr != nullptr ? uskd_pass<yes, yes>(zr, wr, y, gzr, gwr, c32, row, rank, factor, sums)
-                     : uskd_pass<yes, no>(zr, wr, y, gzr, gwr, c32, row, rank, factor, sums);
+    if (paper) {
+      soft ? (write ? pass(yes{}, yes{}, yes{}) : pass(yes{}, no{}, yes{}))
+           : (write ? pass(no{}, yes{}, yes{}) : pass(no{}, no{}, yes{}));
     } else {
-      gzr != nullptr ? uskd_pass<no, yes>(zr, wr, y, gzr, gwr, c32, row, rank, factor, sums)
-                     : uskd_pass<no, no>(zr, wr, y, gzr, gwr, c32, row, rank, factor, sums);
+      soft ? (write ? pass(yes{}, yes{}, no{}) : pass(yes{}, no{}, no{}))
+           : (write ? pass(no{}, yes{}, no{}) : pass(no{}, no{}, no{}));
     }
     const A acc_non = A(sums[0]), acc_weak = A(sums[1]);
     row_loss[r] = static_cast<double>(row.loss(acc_non, acc_weak));

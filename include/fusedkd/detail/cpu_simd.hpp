@@ -1,0 +1,219 @@
+// fusedkd/detail/cpu_simd.hpp — the CPU backend's vector vocabulary, on Highway.
+//
+// The CPU loops are written once against Highway's portable vectors (SSE4 / AVX2 / AVX-512 /
+// NEON / SVE / scalar) and compiled for the target the including translation unit is built for
+// (Highway's static dispatch: HWY_NAMESPACE follows the compiler's -march). docs/design.md says
+// why the backend does not dispatch at run time. What this header adds:
+// - Lanes<A>: one vector of A with the arithmetic the shared row formulas of core.hpp use, so a
+//   loss's `elements` template runs on a whole vector (fk_exp, choose and is_zero overloads);
+// - loads and stores of the last, partial vector of a run, without reading or writing past it;
+// - max_of and sum_exp, the statistics pass's two loops;
+// - rank_bits_lanes and sort_keys, USKD's rank keys and their sort (Highway's vqsort).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+// Highway 1.0.3 stops with "best baseline should be included in dynamic targets" under
+// -march=native on a CPU with AVX-512 VNNI/VBMI2 (its AVX3_DL target) unless that target is
+// wanted: ask for it (it only widens the set of targets Highway knows).
+#if !defined(HWY_WANT_AVX3_DL)
+#define HWY_WANT_AVX3_DL
+#endif
+#include <hwy/highway.h>
+#include <hwy/contrib/math/math-inl.h>
+#include <hwy/contrib/sort/traits-inl.h>
+#include <hwy/contrib/sort/traits128-inl.h>
+#include <hwy/contrib/sort/vqsort-inl.h>
+
+#include "fusedkd/detail/core.hpp"
+
+namespace fusedkd {
+namespace detail {
+namespace hn = hwy::HWY_NAMESPACE;
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FUSEDKD_LANES_FN __attribute__((always_inline)) friend
+#else
+#define FUSEDKD_LANES_FN friend
+#endif
+
+/// The widest vector of A on this target, and its lane count at most.
+template <typename A>
+using Tag = hn::ScalableTag<A>;
+constexpr size_t kMaxLaneBytes = HWY_MAX_BYTES;
+
+/// exp of every lane: Highway's Exp (1 ulp), with NaN kept (Exp gives 0 for NaN). -inf and
+/// anything below the float range give 0.
+template <class D>
+FUSEDKD_INLINE hn::Vec<D> exp_lanes(D d, hn::Vec<D> x) {
+  return hn::IfThenElse(hn::IsNaN(x), x, hn::Exp(d, x));
+}
+
+/// One vector of A, with the operators and functions of the shared row formulas: + - * / with
+/// other vectors or scalars (a scalar is broadcast), fk_exp, choose (a lane select on a mask)
+/// and is_zero (a mask).
+template <typename A>
+struct Lanes {
+  using D = Tag<A>;
+  using Mask = hn::Mask<D>;
+  hn::Vec<D> v;
+
+  FUSEDKD_INLINE Lanes(hn::Vec<D> x) : v(x) {}
+  FUSEDKD_INLINE Lanes(A x) : v(hn::Set(D(), x)) {}
+
+  FUSEDKD_LANES_FN Lanes operator+(Lanes a, Lanes b) { return Lanes(hn::Add(a.v, b.v)); }
+  FUSEDKD_LANES_FN Lanes operator-(Lanes a, Lanes b) { return Lanes(hn::Sub(a.v, b.v)); }
+  FUSEDKD_LANES_FN Lanes operator*(Lanes a, Lanes b) { return Lanes(hn::Mul(a.v, b.v)); }
+  FUSEDKD_LANES_FN Lanes operator/(Lanes a, Lanes b) { return Lanes(hn::Div(a.v, b.v)); }
+  FUSEDKD_INLINE Lanes& operator+=(Lanes b) {
+    v = hn::Add(v, b.v);
+    return *this;
+  }
+  FUSEDKD_LANES_FN Lanes fk_exp(Lanes x) { return Lanes(exp_lanes(D(), x.v)); }
+  FUSEDKD_LANES_FN Lanes choose(Mask m, Lanes a, Lanes b) {
+    return Lanes(hn::IfThenElse(m, a.v, b.v));
+  }
+  FUSEDKD_LANES_FN Mask is_zero(Lanes x) { return hn::Eq(x.v, hn::Zero(D())); }
+};
+
+/// The n (1 <= n <= lanes) elements at p as a vector; the missing lanes repeat p[0], so that
+/// every lane holds a value of the row (no overflow or NaN from padding). Reads only p[0..n).
+template <class D, typename T>
+FUSEDKD_INLINE hn::Vec<D> load_n(D d, const T* p, size_t n) {
+  if (n == hn::Lanes(d)) return hn::LoadU(d, p);
+  alignas(64) T buf[kMaxLaneBytes / sizeof(T)];
+  for (size_t k = 0; k < hn::Lanes(d); ++k) buf[k] = p[k < n ? k : 0];
+  return hn::LoadU(d, buf);
+}
+
+/// Stores the first n lanes of v at p (writes only p[0..n)).
+template <class D>
+FUSEDKD_INLINE void store_n(D d, hn::Vec<D> v, hn::TFromD<D>* p, size_t n) {
+  if (n == hn::Lanes(d)) {
+    hn::StoreU(v, d, p);
+    return;
+  }
+  alignas(64) hn::TFromD<D> buf[kMaxLaneBytes / sizeof(hn::TFromD<D>)];
+  hn::StoreU(v, d, buf);
+  std::memcpy(p, buf, n * sizeof(buf[0]));
+}
+
+/// Float labels as a vector of A (widened for double).
+template <class D>
+FUSEDKD_INLINE hn::Vec<D> load_labels(D d, const float* y, size_t n) {
+  if constexpr (std::is_same<hn::TFromD<D>, float>::value) {
+    return load_n(d, y, n);
+  } else {
+    const hn::Rebind<float, D> df;
+    return hn::PromoteTo(d, load_n(df, y, n));
+  }
+}
+
+/// Lanes i .. i + lanes - 1 equal to class t (t < 0: none), as a mask of D.
+template <class D>
+FUSEDKD_INLINE hn::Mask<D> lanes_at(D d, int64_t i, int32_t t) {
+  const hn::RebindToSigned<D> di;
+  using I = hn::TFromD<decltype(di)>;
+  return hn::RebindMask(d, hn::Eq(hn::Iota(di, static_cast<I>(i)), hn::Set(di, static_cast<I>(t))));
+}
+
+/// Sum of all lanes (in a fixed order for a given target).
+template <class D>
+FUSEDKD_INLINE hn::TFromD<D> sum_lanes(D d, hn::Vec<D> v) {
+  return hn::GetLane(hn::SumOfLanes(d, v));
+}
+
+/// max(m, x[0..n)). A NaN may be skipped here; it still reaches the sum of exponentials and
+/// propagates there.
+template <typename A>
+FUSEDKD_INLINE A max_of(const A* x, int32_t n, A m) {
+  const Tag<A> d;
+  const size_t lanes = hn::Lanes(d);
+  auto acc = hn::Set(d, m);
+  for (int32_t i = 0; i < n; i += static_cast<int32_t>(lanes)) {
+    const size_t k = std::min(lanes, static_cast<size_t>(n - i));
+    acc = hn::Max(acc, load_n(d, x + i, k));
+  }
+  return hn::GetLane(hn::MaxOfLanes(d, acc));
+}
+
+/// sum of exp((x[i] - m) * inv) over [0, n).
+template <typename A>
+FUSEDKD_INLINE A sum_exp(const A* x, int32_t n, A m, A inv) {
+  const Tag<A> d;
+  const size_t lanes = hn::Lanes(d);
+  const auto vm = hn::Set(d, m), vinv = hn::Set(d, inv);
+  auto acc = hn::Zero(d);
+  int32_t i = 0;
+  for (; i + static_cast<int32_t>(lanes) <= n; i += static_cast<int32_t>(lanes)) {
+    acc = hn::Add(acc, exp_lanes(d, hn::Mul(hn::Sub(hn::LoadU(d, x + i), vm), vinv)));
+  }
+  if (i < n) {
+    const size_t k = static_cast<size_t>(n - i);
+    const auto e = exp_lanes(d, hn::Mul(hn::Sub(load_n(d, x + i, k), vm), vinv));
+    acc = hn::Add(acc, hn::IfThenElseZero(hn::FirstN(d, k), e));
+  }
+  return sum_lanes(d, acc);
+}
+
+/// The sort key of rank values, lane by lane: unsigned bits whose ascending order is the values'
+/// descending order; -0 and +0 get the same bits, NaN sorts last (all ones). The vector form of
+/// rank_bits in cpu_uskd.hpp.
+template <class D>
+FUSEDKD_INLINE hn::Vec<hn::RebindToUnsigned<D>> rank_bits_lanes(D d, hn::Vec<D> k) {
+  const hn::RebindToUnsigned<D> du;
+  using U = hn::TFromD<decltype(du)>;
+  constexpr int kTop = 8 * sizeof(U) - 1;
+  k = hn::Add(k, hn::Zero(d));  // -0 becomes +0
+  const auto b = hn::BitCast(du, k);
+  const auto sign = hn::Set(du, static_cast<U>(U(1) << kTop));
+  const auto ascending = hn::Xor(b, hn::Or(hn::Sub(hn::Zero(du), hn::ShiftRight<kTop>(b)), sign));
+  return hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(k)), hn::Set(du, static_cast<U>(~U(0))),
+                        hn::Not(ascending));
+}
+
+/// Sorts n packed rank entries ascending with Highway's vqsort (heap sort on the scalar
+/// target). `Wide` false: n uint64 words, key in the upper 32 bits, class index in the lower.
+/// `Wide` true: n pairs of words {class index, key}, compared as 128-bit numbers (key first).
+/// Entries are unique (the index is part of the key), so the order is fully determined.
+template <bool Wide>
+inline void sort_keys(uint64_t* keys, size_t n) {
+  if (n < 2) return;
+  const hn::SortTag<uint64_t> d;
+#if HWY_TARGET == HWY_SCALAR
+  if constexpr (Wide) {
+    struct Pair {
+      uint64_t lo, hi;
+    };
+    Pair* p = reinterpret_cast<Pair*>(keys);
+    std::sort(p, p + n, [](const Pair& a, const Pair& b) {
+      return a.hi != b.hi ? a.hi < b.hi : a.lo < b.lo;
+    });
+  } else {
+    std::sort(keys, keys + n);
+  }
+  (void)d;
+#else
+  // hn::Sort's body, with a fixed seed for its pivot sampling: Debian's Highway 1.0.3 seeds
+  // hn::Sort from libhwy_contrib (Sorter::Fill24Bytes), which a header-only library cannot
+  // require. The keys are unique, so the seed changes the work done, never the result.
+  static_assert(HWY_MAX_BYTES <= 64 || HWY_HAVE_SCALABLE, "vqsort's networks take 512-bit vectors at most");
+  using Traits = typename std::conditional<
+      Wide, hn::detail::SharedTraits<hn::detail::Traits128<hn::detail::OrderAscending128>>,
+      hn::detail::SharedTraits<hn::detail::TraitsLane<hn::detail::OrderAscending<uint64_t>>>>::type;
+  const Traits st;
+  const size_t words = Wide ? 2 * n : n;
+  HWY_ALIGN uint64_t buf[hwy::SortConstants::BufNum<uint64_t>(HWY_LANES(uint64_t))] = {};
+  if (hn::detail::HandleSpecialCases(d, st, keys, words)) return;
+  hn::detail::Generator rng(static_cast<uint64_t>(words));
+  const size_t max_levels = 2 * hwy::CeilLog2(words) + 4;
+  hn::detail::Recurse(d, st, keys, keys + words, words, buf, rng, max_levels);
+#endif
+}
+
+}  // namespace detail
+}  // namespace fusedkd
