@@ -1,7 +1,8 @@
 // bench/cpu_bench.cpp — fusedkd_bench_cpu: the fused CPU losses against the LibTorch eager port of
 // the released code (forward + autograd backward), on one thread and on all cores.
 //
-// Benchmark names: <loss>/<method>/N:<n>/C:<c>/T:<threads>, method = fused | eager | memcpy.
+// Benchmark names: <loss>/<method>/N:<n>/C:<c>/T:<threads>, method = fused | eager | memcpy |
+// expbound.
 // Every figure is per call of forward + backward (loss and every gradient):
 //   time            median over --fusedkd_reps repetitions (the *_median aggregate)
 //   ideal_bytes     each input read once, each gradient written once, the labels read once:
@@ -14,6 +15,9 @@
 //   copy3|copy4/memcpy/...  std::memcpy of ideal_bytes / 2 (so it moves the ideal bytes of a
 //                   3- or 4-transfer loss: read + write), split over the same threads: the copy
 //                   bandwidth at the same working set; dram/memcpy: 2 x 256 MiB, out of cache.
+//   <loss>/expbound/...  the exponential-throughput bound, one thread: a loop that computes only
+//                   the exponentials the fused call computes (exps_per_element(loss) * N * C,
+//                   with the same Highway exp, on data in L1), nothing else.
 // scripts/plot_bench.py turns the JSON into the tables (ratios, fractions of the copy bandwidth).
 //
 // Flags (before the Google Benchmark flags): --fusedkd_large (the full large-vocabulary
@@ -77,6 +81,19 @@ std::vector<LossCase> all_losses() {
 }
 
 int tensors_moved(Loss l) { return l == Loss::kUskd ? 4 : 3; }
+
+/// Exponentials per element of one fused forward + backward call with these options (the count
+/// of docs/design.md, "Exponentials and passes"): statistics pass + gradient pass (+ USKD's
+/// rank keys). Per-row constants (a few exponentials per row) are left out.
+int exps_per_element(const LossCase& lc) {
+  switch (lc.loss) {
+    case Loss::kNkd: return lc.options.nkd.temperature == 1.0 ? 2 + 2 : 4 + 3;
+    case Loss::kKd: return 2 + 2;   // T != 1, no cross-entropy: z, v at 1/T; p_i, q_i
+    case Loss::kDkd: return 2 + 2;  // the same, with the non-target softmaxes
+    case Loss::kUskd: return 2 + 1 + 1;  // z, w; W_i in the rank keys; S_i in the gradient pass
+  }
+  return 0;
+}
 
 /// KD runs without labels (the released KDLoss takes none): no label bytes.
 int64_t ideal_bytes(Loss l, Shape s) {
@@ -209,6 +226,30 @@ void bm_memcpy(benchmark::State& state, int64_t bytes_moved, int threads) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * bytes_moved);
   state.counters["ideal_bytes"] = benchmark::Counter(static_cast<double>(bytes_moved));
   state.counters["threads"] = benchmark::Counter(threads);
+}
+
+/// The exponential-throughput bound of one fused call: `count` exponentials with the library's
+/// vector exp (fusedkd::detail::exp_lanes), over 4 KiB of arguments that stay in L1.
+void bm_expbound(benchmark::State& state, int64_t count) {
+  namespace hn = fusedkd::detail::hn;
+  const fusedkd::detail::Tag<float> d;
+  const size_t lanes = hn::Lanes(d);
+  std::vector<float> x(1024);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = -20.0f * static_cast<float>(i) / x.size();
+  const int64_t blocks = count / static_cast<int64_t>(x.size());
+  for (auto _ : state) {
+    auto acc0 = hn::Zero(d), acc1 = hn::Zero(d);
+    for (int64_t b = 0; b < blocks; ++b) {
+      for (size_t i = 0; i < x.size(); i += 2 * lanes) {
+        acc0 = hn::Add(acc0, fusedkd::detail::exp_lanes(d, hn::LoadU(d, x.data() + i)));
+        acc1 = hn::Add(acc1, fusedkd::detail::exp_lanes(d, hn::LoadU(d, x.data() + i + lanes)));
+      }
+    }
+    float sum = hn::GetLane(hn::SumOfLanes(d, hn::Add(acc0, acc1)));
+    benchmark::DoNotOptimize(sum);
+  }
+  state.counters["exps"] = benchmark::Counter(static_cast<double>(blocks * static_cast<int64_t>(x.size())));
+  state.counters["threads"] = benchmark::Counter(1);
 }
 
 // ---- validation: the fused loss and the eager port agree ------------------------------------
@@ -353,6 +394,7 @@ int main(int argc, char** argv) {
 #endif
   benchmark::AddCustomContext("fusedkd_eager_baseline", eager ? "libtorch" : "absent");
   benchmark::AddCustomContext("fusedkd_repetitions", std::to_string(f.reps));
+  benchmark::AddCustomContext("fusedkd_simd_target", hwy::TargetName(HWY_TARGET));
   if (eager) {
     set_threads(1);
     for (const auto& lc : losses) {
@@ -399,6 +441,8 @@ int main(int argc, char** argv) {
       const int64_t nc4 = s.n * s.c * 4;
       const int64_t need = 2 * tensors_moved(lc.loss) * nc4 + (eager ? 24 * nc4 : 0);
       const bool fits = need < memory * 8 / 10;
+      configure(benchmark::RegisterBenchmark((lc.name + "/expbound" + shape + "/T:1").c_str(),
+                                             bm_expbound, exps_per_element(lc) * s.n * s.c));
       for (int t : f.threads) {
         const std::string tail = shape + "/T:" + std::to_string(t);
         if (!fits) {

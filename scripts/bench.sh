@@ -10,6 +10,9 @@
 #                                    (N = 4096 / 8192 x C = 32000 / 128256: hours on a small CPU)
 #   scripts/bench.sh --cpu-time      one-thread CPU rows reported by the calling thread's CPU time
 #                                    rather than wall time (for a machine shared with other work)
+#   scripts/bench.sh --no-jax        the CPU set without its JAX peer (bench/jax_peer.py; by
+#                                    default it runs after the CPU set, in a virtual environment
+#                                    $build/jax-venv with PyPI's jax, made on the first run)
 #   scripts/bench.sh --prepare-carry copy this machine's Google Benchmark (headers, shared library,
 #                                    a package config) into third_party/benchmark, for a GPU
 #                                    machine without it or a network: carry third_party with the
@@ -29,6 +32,8 @@ out=${FUSEDKD_BENCH_OUT:-$root/docs/benchmarks}
 jobs=${JOBS:-2}
 run_cpu=1
 run_gpu=auto
+run_jax=1
+jax_flags=()
 cpu_flags=()
 gpu_flags=()
 extra=()
@@ -40,9 +45,11 @@ while [[ $# -gt 0 ]]; do
     --gpu-only) run_cpu=0; run_gpu=1 ;;
     --quick)
       cpu_flags+=(--fusedkd_reps=2 --fusedkd_min_time=0.05)
+      jax_flags+=(--reps 2 --min-time 0.05)
       gpu_flags+=(--fusedkd_reps=2) ;;
     --large) cpu_flags+=(--fusedkd_large) ;;
     --cpu-time) plot_extra+=(--cpu-time) ;;
+    --no-jax) run_jax=0 ;;
     --) shift; extra=("$@"); break ;;
     -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     --prepare-carry) prepare_carry=1 ;;
@@ -117,7 +124,6 @@ target_list=$(cmake --build "$build" --target help 2>/dev/null || true)  # (no p
 have_target() { grep -qw -- "$1" <<<"$target_list"; }
 if [[ $run_cpu == 1 ]]; then
   targets+=(fusedkd_bench_cpu)
-  have_target fusedkd_bench_cpu_native && targets+=(fusedkd_bench_cpu_native)
 fi
 if [[ $run_gpu == 1 ]]; then
   if have_target fusedkd_bench_cuda; then
@@ -162,12 +168,36 @@ if [[ $run_cpu == 1 ]]; then
   "${runner[@]}" "$build/bench/fusedkd_bench_cpu" "${context[@]}" "${cpu_flags[@]}" "${extra[@]}" \
     --benchmark_out="$out/cpu.json" --benchmark_out_format=json
   plot_args+=(--cpu "$out/cpu.json")
-  if [[ -x $build/bench/fusedkd_bench_cpu_native ]]; then
-    echo "== CPU: fused, -march=native"
-    "${runner[@]}" "$build/bench/fusedkd_bench_cpu_native" "${context[@]}" "${cpu_flags[@]}" \
-      --benchmark_filter=/fused/ "${extra[@]}" \
-      --benchmark_out="$out/cpu_native.json" --benchmark_out_format=json
-    plot_args+=(--cpu-native "$out/cpu_native.json")
+  if [[ $run_jax == 1 ]]; then
+    # The JAX peer: PyPI's jax (CPU) in a virtual environment made here once; one thread (XLA's
+    # Eigen pool off, pinned to one core), the shapes of the CPU set; its expressions are first
+    # checked against the conformance cases (a mismatch stops the JAX peer, not the run).
+    venv=$build/jax-venv
+    if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import jax' 2>/dev/null; then
+      echo "== JAX: making $venv (pip install jax[cpu])"
+      python3 -m venv "$venv" && "$venv/bin/pip" install -q "jax[cpu]" numpy || echo "bench.sh: no JAX (pip failed)" >&2
+    fi
+    if "$venv/bin/python" -c 'import jax' 2>/dev/null; then
+      pin=()
+      command -v taskset >/dev/null 2>&1 && pin=(taskset -c 0)
+      export XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+      # the shapes and losses of the CPU set just run
+      read -r shapes losses < <(python3 - "$out/cpu.json" <<'PY'
+import json, re, sys
+names = [b["name"] for b in json.load(open(sys.argv[1]))["benchmarks"] if "/fused/" in b["name"]]
+shapes = sorted({"%sx%s" % re.search(r"/N:(\d+)/C:(\d+)", n).groups() for n in names})
+print(",".join(shapes), ",".join(sorted({n.split("/")[0] for n in names})))
+PY
+)
+      echo "== JAX peer: check against the conformance cases, then $losses at $shapes"
+      if "${runner[@]}" "${pin[@]}" "$venv/bin/python" "$root/bench/jax_peer.py" --check "$root/tests/conformance/cases"; then
+        "${runner[@]}" "${pin[@]}" "$venv/bin/python" "$root/bench/jax_peer.py" --shapes "$shapes" \
+          --losses "$losses" "${jax_flags[@]}" --out "$out/jax.json"
+        plot_args+=(--jax "$out/jax.json")
+      else
+        echo "bench.sh: the JAX expressions disagree with the conformance cases: no JAX column" >&2
+      fi
+    fi
   fi
 fi
 if [[ $run_gpu == 1 ]]; then

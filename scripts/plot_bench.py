@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Turns the JSON of fusedkd_bench_cpu / fusedkd_bench_cuda into Markdown tables and PNG plots.
 
-    plot_bench.py --cpu cpu.json [--cpu-native cpu_native.json] [--cuda cuda.json]
-                  --out docs/benchmarks
+    plot_bench.py --cpu cpu.json [--jax jax.json] [--cuda cuda.json] --out docs/benchmarks
 
 Writes <out>/cpu_table.md, <out>/cpu.png (and cuda_table.md, cuda.png), and refreshes the tables
 between the <!-- BEGIN name --> / <!-- END name --> markers of <out>/README.md when they exist.
 
 Benchmark names (see bench/cpu_bench.cpp and bench/cuda_bench.cu):
-    CPU:  <loss>/<fused|eager>/N:<n>/C:<c>/T:<threads>, copy3|copy4/memcpy/N/C/T, dram/memcpy/T
+    CPU:  <loss>/<fused|eager|expbound>/N:<n>/C:<c>/T:<threads>, copy3|copy4/memcpy/N/C/T,
+          dram/memcpy/T
+    JAX:  bench/jax_peer.py's records {loss, N, C, T, time_us}
     CUDA: <loss>/<fused|unfused|torch>/<f32|bf16>/N:<n>/C:<c>, copy/d2d/<bytes>
 Every time is the median aggregate over the repetitions (real time; CUDA: event time).
 """
@@ -113,28 +114,34 @@ def grid(plt, count):
 
 
 # ---- CPU ------------------------------------------------------------------------------------
-def cpu_rows(runs, native_runs):
+def load_jax(path):
+    """{(loss, N, C, T): time_us} from bench/jax_peer.py's JSON."""
+    with open(path) as f:
+        doc = json.load(f)
+    return doc.get("context", {}), {(r["loss"], r["N"], r["C"], r["T"]): r["time_us"] for r in doc.get("runs", [])}
+
+
+def cpu_rows(runs, jax_runs):
     """Rows of the CPU table, one per (loss, N, C, threads)."""
     fused = {}
     for name, r in runs.items():
         k = parse_name(name)
         if k["method"] in ("fused", "eager"):
             fused.setdefault((k["loss"], int(k["N"]), int(k["C"]), int(k["T"])), {})[k["method"]] = r
-    for name, r in (native_runs or {}).items():
-        k = parse_name(name)
-        if k["method"] == "fused":
-            fused.setdefault((k["loss"], int(k["N"]), int(k["C"]), int(k["T"])), {})["native"] = r
-    copies = {}
+    copies, bounds = {}, {}
     for name, r in runs.items():
         k = parse_name(name)
         if k["method"] == "memcpy" and k["loss"].startswith("copy"):
             copies[(int(k["loss"][4:]), int(k["N"]), int(k["C"]), int(k["T"]))] = r
+        if k["method"] == "expbound":
+            bounds[(k["loss"], int(k["N"]), int(k["C"]))] = r
     rows = []
     for (loss, n, c, t), m in fused.items():
         moved = 4 if loss == "uskd" else 3
         copy = copies.get((moved, n, c, t))
-        f, e, nat = m.get("fused"), m.get("eager"), m.get("native")
-        any_run = f or nat or e
+        bound = bounds.get((loss, n, c)) if t == 1 else None
+        f, e = m.get("fused"), m.get("eager")
+        any_run = f or e
         ideal = any_run.get("ideal_bytes") if any_run else None
         rows.append(
             {
@@ -143,11 +150,12 @@ def cpu_rows(runs, native_runs):
                 "C": c,
                 "T": t,
                 "fused_us": f["time_us"] if f else None,
-                "native_us": nat["time_us"] if nat else None,
+                "jax_us": (jax_runs or {}).get((loss, n, c, t)),
                 "eager_us": e["time_us"] if e else None,
                 "copy_us": copy["time_us"] if copy else None,
+                "exp_us": bound["time_us"] if bound else None,
                 "ideal": ideal,
-                "fused_peak": f.get("peak_extra_bytes") if f else (nat.get("peak_extra_bytes") if nat else None),
+                "fused_peak": f.get("peak_extra_bytes") if f else None,
                 "eager_peak": e.get("peak_extra_bytes") if e else None,
             }
         )
@@ -155,28 +163,26 @@ def cpu_rows(runs, native_runs):
     return rows
 
 
-def cpu_table(rows, have_native):
-    head = ["loss", "N", "C", "threads", "fused"]
-    if have_native:
-        head.append("fused -march=native")
-    head += ["LibTorch eager", "speed-up"]
-    if have_native:
-        head.append("speed-up native")
-    head += ["fused GB/s", "of memcpy", "peak extra fused", "peak extra eager"]
+def cpu_table(rows, have_jax):
+    head = ["loss", "N", "C", "threads", "fused", "of exp bound", "of memcpy"]
+    if have_jax:
+        head += ["JAX (XLA)", "vs JAX"]
+    head += ["released (LibTorch eager)", "vs released", "fused GB/s", "peak extra fused", "peak extra eager"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for r in rows:
         best = r["fused_us"]
         gbs = r["ideal"] / (best * 1e-6) / 1e9 if (best and r["ideal"]) else None
         frac = r["copy_us"] / best if (best and r["copy_us"]) else None
-        cells = [LOSS_TITLE.get(r["loss"], r["loss"]), str(r["N"]), str(r["C"]), str(r["T"]), fmt_time(r["fused_us"])]
-        if have_native:
-            cells.append(fmt_time(r["native_us"]))
-        cells += [fmt_time(r["eager_us"]), fmt_ratio(r["eager_us"], r["fused_us"])]
-        if have_native:
-            cells.append(fmt_ratio(r["eager_us"], r["native_us"]))
+        efrac = r["exp_us"] / best if (best and r["exp_us"]) else None
+        cells = [LOSS_TITLE.get(r["loss"], r["loss"]), str(r["N"]), str(r["C"]), str(r["T"]), fmt_time(r["fused_us"]),
+                 f"{100 * efrac:.0f}%" if efrac is not None else "–",
+                 f"{100 * frac:.0f}%" if frac is not None else "–"]
+        if have_jax:
+            cells += [fmt_time(r["jax_us"]), fmt_ratio(r["jax_us"], r["fused_us"])]
         cells += [
+            fmt_time(r["eager_us"]),
+            fmt_ratio(r["eager_us"], r["fused_us"]),
             f"{gbs:.2f}" if gbs is not None else "–",
-            f"{100 * frac:.0f}%" if frac is not None else "–",
             fmt_bytes(r["fused_peak"]),
             fmt_bytes(r["eager_peak"]),
         ]
@@ -194,7 +200,7 @@ def cpu_copy_table(runs):
     return "\n".join(lines) + "\n"
 
 
-def plot_cpu(rows, have_native, path):
+def plot_cpu(rows, have_jax, path):
     try:
         import matplotlib
 
@@ -206,9 +212,10 @@ def plot_cpu(rows, have_native, path):
     losses = [l for l in LOSS_ORDER if any(r["loss"] == l for r in rows)]
     threads = sorted({r["T"] for r in rows})
     fig, axes = grid(plt, len(losses))
-    methods = [("eager_us", "LibTorch eager", "tab:red"), ("fused_us", "fused", "tab:blue")]
-    if have_native:
-        methods.append(("native_us", "fused -march=native", "tab:green"))
+    methods = [("eager_us", "released (LibTorch eager)", "tab:red"), ("fused_us", "fused", "tab:blue"),
+               ("exp_us", "exp bound", "tab:gray")]
+    if have_jax:
+        methods.append(("jax_us", "JAX (XLA)", "tab:green"))
     for ax, loss in zip(axes, losses):
         for t in threads:
             style = "-" if t == 1 else "--"
@@ -360,7 +367,7 @@ def replace_section(readme, name, body):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpu", help="JSON of fusedkd_bench_cpu")
-    ap.add_argument("--cpu-native", help="JSON of fusedkd_bench_cpu_native (fused only)")
+    ap.add_argument("--jax", help="JSON of bench/jax_peer.py (one thread)")
     ap.add_argument("--cuda", help="JSON of fusedkd_bench_cuda")
     ap.add_argument("--out", default="docs/benchmarks")
     ap.add_argument("--cpu-time", action="store_true",
@@ -371,10 +378,9 @@ def main():
 
     if args.cpu:
         ctx, runs = load_medians(args.cpu, args.cpu_time)
-        native = (load_medians(args.cpu_native, args.cpu_time)[1]
-                  if args.cpu_native and os.path.exists(args.cpu_native) else None)
-        rows = cpu_rows(runs, native)
-        table = cpu_table(rows, native is not None)
+        jax_ctx, jax_runs = load_jax(args.jax) if args.jax and os.path.exists(args.jax) else ({}, None)
+        rows = cpu_rows(runs, jax_runs)
+        table = cpu_table(rows, jax_runs is not None)
         copy = cpu_copy_table(runs)
         with open(os.path.join(args.out, "cpu_table.md"), "w") as f:
             f.write(table + "\n" + copy)
@@ -387,9 +393,11 @@ def main():
             f"commit {ctx.get('fusedkd_commit', '?')}; run {ctx.get('date', '?')}; {ctx.get('fusedkd_repetitions', '?')} repetitions, median; "
             + ("one-thread rows: CPU time of the calling thread, more threads: wall time"
                if args.cpu_time else "wall time")
+            + f"; SIMD target {ctx.get('fusedkd_simd_target', '?')}"
+            + (f"; JAX {jax_ctx.get('jax_version', '?')} on one thread" if jax_runs is not None else "")
         )
         replace_section(readme, "CPU MACHINE", machine + "\n")
-        plot_cpu(rows, native is not None, os.path.join(args.out, "cpu.png"))
+        plot_cpu(rows, jax_runs is not None, os.path.join(args.out, "cpu.png"))
         print(table)
         print(copy)
     if args.cuda:
