@@ -134,25 +134,14 @@ TEST(HostMath, RowStatsSkipTheTargetsOfEveryChunk) {
   EXPECT_EQ(st.x2, 50.0f);
 }
 
-/// USKD's rank sort (packed entries, vqsort) against std::stable_sort of the same rank_bits,
-/// and the order itself: descending by value, -0 equal to +0, NaN last.
+/// USKD's radix sort against std::stable_sort of the same rank_bits, and the order itself:
+/// descending by value, -0 equal to +0, NaN last.
 template <typename A>
 void check_rank_sort(const std::vector<A>& keys, const std::string& what) {
   using Entry = fusedkd::detail::RankEntry<A>;
-  constexpr bool kWide = sizeof(A) == 8;
   const int32_t n = static_cast<int32_t>(keys.size());
-  std::vector<Entry> want(keys.size());
-  std::vector<uint64_t> packed(kWide ? 2 * keys.size() : keys.size());
-  for (int32_t i = 0; i < n; ++i) {
-    const auto bits = fusedkd::detail::rank_bits(keys[i]);
-    want[i] = {bits, i};
-    if (kWide) {
-      packed[2 * i] = static_cast<uint64_t>(i);
-      packed[2 * i + 1] = static_cast<uint64_t>(bits);
-    } else {
-      packed[i] = static_cast<uint64_t>(bits) << 32 | static_cast<uint64_t>(i);
-    }
-  }
+  std::vector<Entry> buf(2 * keys.size());
+  for (int32_t i = 0; i < n; ++i) buf[i] = {fusedkd::detail::rank_bits(keys[i]), i};
   // The vector form of rank_bits agrees with the scalar one.
   namespace hn = fusedkd::detail::hn;
   const fusedkd::detail::Tag<A> d;
@@ -163,23 +152,20 @@ void check_rank_sort(const std::vector<A>& keys, const std::string& what) {
     const auto b = fusedkd::detail::rank_bits_lanes(d, fusedkd::detail::load_n(d, keys.data() + i, k));
     fusedkd::detail::store_n(du, b, lane_bits.data() + i, k);
   }
-  for (int32_t i = 0; i < n; ++i) ASSERT_EQ(lane_bits[i], want[i].key) << what << ", key " << i;
+  for (int32_t i = 0; i < n; ++i) ASSERT_EQ(lane_bits[i], buf[i].key) << what << ", key " << i;
+  std::vector<Entry> want(buf.begin(), buf.begin() + n);
   std::stable_sort(want.begin(), want.end(),
                    [](const Entry& a, const Entry& b) { return a.key < b.key; });
-  fusedkd::detail::sort_keys<kWide>(packed.data(), keys.size());
-  std::vector<int32_t> got(keys.size());
+  const Entry* got = fusedkd::detail::radix_sort(buf.data(), buf.data() + n, n);
   for (int32_t p = 0; p < n; ++p) {
-    got[p] = static_cast<int32_t>(kWide ? packed[2 * p] : packed[p] & 0xffffffffu);
-  }
-  for (int32_t p = 0; p < n; ++p) {
-    ASSERT_EQ(got[p], want[p].index) << what << ", position " << p;
+    ASSERT_EQ(got[p].index, want[p].index) << what << ", position " << p;
     if (p == 0) continue;
-    const A prev = keys[got[p - 1]], cur = keys[got[p]];
+    const A prev = keys[got[p - 1].index], cur = keys[got[p].index];
     if (std::isnan(prev)) {
       ASSERT_TRUE(std::isnan(cur)) << what << ": NaN before a number at position " << p;
     } else if (!std::isnan(cur)) {
       ASSERT_GE(prev, cur) << what << ", position " << p;
-      if (prev == cur) ASSERT_LT(got[p - 1], got[p]) << what << ": a tie out of order";
+      if (prev == cur) ASSERT_LT(got[p - 1].index, got[p].index) << what << ": a tie out of order";
     }
   }
 }

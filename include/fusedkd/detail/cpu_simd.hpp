@@ -8,7 +8,7 @@
 //   loss's `elements` template runs on a whole vector (fk_exp, choose and is_zero overloads);
 // - loads and stores of the last, partial vector of a run, without reading or writing past it;
 // - max_of and sum_exp, the statistics pass's two loops;
-// - rank_bits_lanes and sort_keys, USKD's rank keys and their sort (Highway's vqsort).
+// - rank_bits_lanes, USKD's rank keys as sortable bits.
 #pragma once
 
 #include <algorithm>
@@ -25,9 +25,6 @@
 #endif
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
-#include <hwy/contrib/sort/traits-inl.h>
-#include <hwy/contrib/sort/traits128-inl.h>
-#include <hwy/contrib/sort/vqsort-inl.h>
 
 #include "fusedkd/detail/core.hpp"
 
@@ -174,45 +171,6 @@ FUSEDKD_INLINE hn::Vec<hn::RebindToUnsigned<D>> rank_bits_lanes(D d, hn::Vec<D> 
   const auto ascending = hn::Xor(b, hn::Or(hn::Sub(hn::Zero(du), hn::ShiftRight<kTop>(b)), sign));
   return hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(k)), hn::Set(du, static_cast<U>(~U(0))),
                         hn::Not(ascending));
-}
-
-/// Sorts n packed rank entries ascending with Highway's vqsort (heap sort on the scalar
-/// target). `Wide` false: n uint64 words, key in the upper 32 bits, class index in the lower.
-/// `Wide` true: n pairs of words {class index, key}, compared as 128-bit numbers (key first).
-/// Entries are unique (the index is part of the key), so the order is fully determined.
-template <bool Wide>
-inline void sort_keys(uint64_t* keys, size_t n) {
-  if (n < 2) return;
-  const hn::SortTag<uint64_t> d;
-#if HWY_TARGET == HWY_SCALAR
-  if constexpr (Wide) {
-    struct Pair {
-      uint64_t lo, hi;
-    };
-    Pair* p = reinterpret_cast<Pair*>(keys);
-    std::sort(p, p + n, [](const Pair& a, const Pair& b) {
-      return a.hi != b.hi ? a.hi < b.hi : a.lo < b.lo;
-    });
-  } else {
-    std::sort(keys, keys + n);
-  }
-  (void)d;
-#else
-  // hn::Sort's body, with a fixed seed for its pivot sampling: Debian's Highway 1.0.3 seeds
-  // hn::Sort from libhwy_contrib (Sorter::Fill24Bytes), which a header-only library cannot
-  // require. The keys are unique, so the seed changes the work done, never the result.
-  static_assert(HWY_MAX_BYTES <= 64 || HWY_HAVE_SCALABLE, "vqsort's networks take 512-bit vectors at most");
-  using Traits = typename std::conditional<
-      Wide, hn::detail::SharedTraits<hn::detail::Traits128<hn::detail::OrderAscending128>>,
-      hn::detail::SharedTraits<hn::detail::TraitsLane<hn::detail::OrderAscending<uint64_t>>>>::type;
-  const Traits st;
-  const size_t words = Wide ? 2 * n : n;
-  HWY_ALIGN uint64_t buf[hwy::SortConstants::BufNum<uint64_t>(HWY_LANES(uint64_t))] = {};
-  if (hn::detail::HandleSpecialCases(d, st, keys, words)) return;
-  hn::detail::Generator rng(static_cast<uint64_t>(words));
-  const size_t max_levels = 2 * hwy::CeilLog2(words) + 4;
-  hn::detail::Recurse(d, st, keys, keys + words, words, buf, rng, max_levels);
-#endif
 }
 
 }  // namespace detail
