@@ -24,12 +24,17 @@ if not os.path.isfile(os.path.join(INCLUDE[0], "fusedkd", "torch.hpp")):
 WITH_CUDA = (torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
              and os.environ.get("FUSEDKD_CUDA", "1") != "0")
 
-cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+# The CPU backend's vectors follow the compiler's target (docs/design.md, "Static dispatch"): by
+# default this machine's (-march=native); FUSEDKD_MARCH=x86-64-v2 (or haswell, ...) builds a
+# package for other machines, FUSEDKD_MARCH= (empty) the compiler's default (one lane on x86-64).
+march = os.environ.get("FUSEDKD_MARCH", "native")
+cxx_flags = ["-O3", "-std=c++17", "-fopenmp"] + ([f"-march={march}"] if march else [])
 if WITH_CUDA:
     ext = cpp_extension.CUDAExtension(
         "fusedkd._C", ["csrc/fusedkd_ops.cu"], include_dirs=INCLUDE,
         extra_compile_args={"cxx": cxx_flags,
-                            "nvcc": ["-O3", "-std=c++17", "-Xcompiler", "-fopenmp"]},
+                            "nvcc": ["-O3", "-std=c++17", "-Xcompiler", "-fopenmp"]
+                            + (["-Xcompiler", f"-march={march}"] if march else [])},
         extra_link_args=["-fopenmp"])
 else:
     ext = cpp_extension.CppExtension(
