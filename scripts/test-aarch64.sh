@@ -17,7 +17,8 @@ mkdir -p "$build/include"
 # Highway's headers only (not the host's whole /usr/include, which holds x86 glibc headers).
 ln -sfn "$(dirname "$(find /usr/include -maxdepth 2 -name highway.h -path '*hwy*' | head -1)")" "$build/include/hwy"
 gtest=/usr/src/googletest/googletest
-flags=(-std=c++17 -O2 -fopenmp -Iinclude -Itests -isystem "$build/include" -isystem "$gtest/include" -I"$gtest")
+# armv8-a+crypto: Highway's NEON target (plain armv8-a gets its EMU128 target, cpu_simd.hpp).
+flags=(-std=c++17 -O2 -march=${AARCH64_MARCH:-armv8-a+crypto} -fopenmp -DFUSEDKD_SOURCE_DIR="\"$PWD\"" -Iinclude -Itests -isystem "$build/include" -isystem "$gtest/include" -I"$gtest")
 
 start=$(date +%s)
 # Object by object, two at a time: the unit test sources, GoogleTest and its main.

@@ -23,6 +23,13 @@
 #if !defined(HWY_WANT_AVX3_DL)
 #define HWY_WANT_AVX3_DL
 #endif
+// Highway 1.0.3's NEON target needs the AES instructions (+crypto), which plain -march=armv8-a
+// leaves out: there, its portable 4-lane target (EMU128) instead of a build error.
+#if defined(__aarch64__) && !defined(__ARM_FEATURE_AES) && !defined(__ARM_FEATURE_CRYPTO) && \
+    !defined(HWY_COMPILE_ONLY_SCALAR) && !defined(HWY_COMPILE_ONLY_STATIC) &&             \
+    !defined(HWY_COMPILE_ONLY_EMU128)
+#define HWY_COMPILE_ONLY_EMU128
+#endif
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
 
