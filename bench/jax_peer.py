@@ -119,18 +119,18 @@ def inputs(n, c, seed):
     return jnp.asarray(z), jnp.asarray(v), jnp.asarray(labels)
 
 
-def time_case(name, n, c, reps, iters):
+def time_case(name, n, c, reps, iters, clock=time.perf_counter):
     fn, argnums = CASES[name]
     step = jax.jit(jax.value_and_grad(fn, argnums=argnums))
     z, v, y = inputs(n, c, 12345 + n * 7 + c)
     jax.block_until_ready(step(z, v, y))  # compile + warm-up
     times = []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(iters):
             out = step(z, v, y)
         jax.block_until_ready(out)
-        times.append((time.perf_counter() - t0) / iters * 1e6)
+        times.append((clock() - t0) / iters * 1e6)
     return statistics.median(times)
 
 
@@ -182,6 +182,9 @@ def main():
     ap.add_argument("--losses", default="nkd,kd,dkd,uskd")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=0.2, help="seconds per repetition, about")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time by the process's CPU time (all its threads) instead of wall time, "
+                    "like the one-thread rows of fusedkd_bench_cpu under scripts/bench.sh --cpu-time")
     ap.add_argument("--out")
     ap.add_argument("--check", metavar="CASES", help="check the expressions against the conformance "
                     "cases in CASES (tests/conformance/cases) and exit: status 1 on a mismatch")
@@ -194,12 +197,14 @@ def main():
         for name in args.losses.split(","):
             if name == "nkd_l3" and c > 1000:
                 continue  # like cpu_bench: the CIFAR preset only at image-classification shapes
+            clock = time.process_time if args.cpu_time else time.perf_counter
             once = time_case(name, n, c, 1, 1)
             iters = max(1, int(args.min_time * 1e6 / max(once, 1.0)))
-            us = time_case(name, n, c, args.reps, iters)
+            us = time_case(name, n, c, args.reps, iters, clock)
             records.append({"loss": name, "N": n, "C": c, "T": 1, "time_us": us, "iters": iters})
             print(f"jax {name} N={n} C={c}: {us:.1f} us", flush=True)
     doc = {"context": {"jax_version": jax.__version__, "backend": jax.default_backend(),
+                       "clock": "process CPU time" if args.cpu_time else "wall time",
                        "devices": str(jax.devices())}, "runs": records}
     with open(args.out, "w") as f:
         json.dump(doc, f, indent=1)

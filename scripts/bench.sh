@@ -48,7 +48,7 @@ while [[ $# -gt 0 ]]; do
       jax_flags+=(--reps 2 --min-time 0.05)
       gpu_flags+=(--fusedkd_reps=2) ;;
     --large) cpu_flags+=(--fusedkd_large) ;;
-    --cpu-time) plot_extra+=(--cpu-time) ;;
+    --cpu-time) plot_extra+=(--cpu-time); jax_flags+=(--cpu-time) ;;
     --no-jax) run_jax=0 ;;
     --) shift; extra=("$@"); break ;;
     -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
