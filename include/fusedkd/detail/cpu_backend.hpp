@@ -287,11 +287,12 @@ FUSEDKD_INLINE A pair_chunk(const A* z, const A* v, A* g, int32_t b, int32_t e, 
   using L = Lanes<A>;
   const Tag<A> d;
   const size_t lanes = hn::Lanes(d);
+  const auto ids = lane_ids(d);
   L acc(A(0));
   for (int32_t i = b; i < e; i += static_cast<int32_t>(lanes)) {
     const size_t n = std::min(lanes, static_cast<size_t>(e - i));
     L part(A(0));
-    const L gi = row.elements(lanes_at(d, first + i, row.t), L(load_n(d, z + i, n)),
+    const L gi = row.elements(lanes_at(d, ids, first + i, row.t), L(load_n(d, z + i, n)),
                               L(load_n(d, v + i, n)), part);
     acc += n == lanes ? part : L(hn::IfThenElseZero(hn::FirstN(d, n), part.v));
     if (Write) store_n(d, hn::Mul(gi.v, hn::Set(d, factor)), g + i, n);  // after the reads: in place is safe

@@ -117,12 +117,21 @@ FUSEDKD_INLINE hn::Vec<D> load_labels(D d, const float* y, size_t n) {
   }
 }
 
-/// Lanes i .. i + lanes - 1 equal to class t (t < 0: none), as a mask of D.
+/// 0, 1, ..., lanes - 1 as signed integers of A's width: made once per loop for lanes_at
+/// (Highway 1.0.3 builds Iota through memory on AVX-512, too slow for once per vector).
 template <class D>
-FUSEDKD_INLINE hn::Mask<D> lanes_at(D d, int64_t i, int32_t t) {
+FUSEDKD_INLINE hn::Vec<hn::RebindToSigned<D>> lane_ids(D) {
+  const hn::RebindToSigned<D> di;
+  return hn::Iota(di, 0);
+}
+
+/// The lanes of classes i .. i + lanes - 1 that equal class t (t < 0: none), as a mask of D;
+/// `ids`: lane_ids(d).
+template <class D, class VI>
+FUSEDKD_INLINE hn::Mask<D> lanes_at(D d, VI ids, int64_t i, int32_t t) {
   const hn::RebindToSigned<D> di;
   using I = hn::TFromD<decltype(di)>;
-  return hn::RebindMask(d, hn::Eq(hn::Iota(di, static_cast<I>(i)), hn::Set(di, static_cast<I>(t))));
+  return hn::RebindMask(d, hn::Eq(ids, hn::Set(di, static_cast<I>(t - i))));
 }
 
 /// Sum of all lanes (in a fixed order for a given target).
@@ -136,13 +145,20 @@ FUSEDKD_INLINE hn::TFromD<D> sum_lanes(D d, hn::Vec<D> v) {
 template <typename A>
 FUSEDKD_INLINE A max_of(const A* x, int32_t n, A m) {
   const Tag<A> d;
-  const size_t lanes = hn::Lanes(d);
-  auto acc = hn::Set(d, m);
-  for (int32_t i = 0; i < n; i += static_cast<int32_t>(lanes)) {
-    const size_t k = std::min(lanes, static_cast<size_t>(n - i));
-    acc = hn::Max(acc, load_n(d, x + i, k));
+  const int32_t lanes = static_cast<int32_t>(hn::Lanes(d));
+  // Four independent maxima: one chain would wait for each max's latency.
+  auto m0 = hn::Set(d, m), m1 = m0, m2 = m0, m3 = m0;
+  int32_t i = 0;
+  for (; i + 4 * lanes <= n; i += 4 * lanes) {
+    m0 = hn::Max(m0, hn::LoadU(d, x + i));
+    m1 = hn::Max(m1, hn::LoadU(d, x + i + lanes));
+    m2 = hn::Max(m2, hn::LoadU(d, x + i + 2 * lanes));
+    m3 = hn::Max(m3, hn::LoadU(d, x + i + 3 * lanes));
   }
-  return hn::GetLane(hn::MaxOfLanes(d, acc));
+  for (; i < n; i += lanes) {
+    m0 = hn::Max(m0, load_n(d, x + i, static_cast<size_t>(std::min(lanes, n - i))));
+  }
+  return hn::GetLane(hn::MaxOfLanes(d, hn::Max(hn::Max(m0, m1), hn::Max(m2, m3))));
 }
 
 /// sum of exp((x[i] - m) * inv) over [0, n).
