@@ -83,21 +83,17 @@ std::vector<LossCase> all_losses() {
 int tensors_moved(Loss l) { return l == Loss::kUskd ? 4 : 3; }
 
 /// Exponentials per element of one fused forward + backward call with these options (the count
-/// of docs/design.md, "Exponentials and passes"): statistics pass + gradient pass (+ USKD's
-/// rank keys). Per-row constants (a few exponentials per row) are left out.
+/// of docs/design.md, "Exponentials and passes"): the teacher losses take theirs in the
+/// statistics pass only (one per input and scale), USKD also in its rank keys and its gradient
+/// pass. Per-row constants (a few exponentials per row) are left out.
 int exps_per_element(const LossCase& lc) {
   switch (lc.loss) {
-    case Loss::kNkd: return lc.options.nkd.temperature == 1.0 ? 2 + 2 : 4 + 3;
-    case Loss::kKd: return 2 + 2;   // T != 1, no cross-entropy: z, v at 1/T; p_i, q_i
-    case Loss::kDkd: return 2 + 2;  // the same, with the non-target softmaxes
+    case Loss::kNkd: return lc.options.nkd.temperature == 1.0 ? 2 : 4;  // z, v at 1 (and 1/lambda)
+    case Loss::kKd: return 2;    // T != 1, no cross-entropy: z, v at 1/T
+    case Loss::kDkd: return 2;   // the same
     case Loss::kUskd: return 2 + 1 + 1;  // z, w; W_i in the rank keys; S_i in the gradient pass
   }
   return 0;
-}
-
-/// KD runs without labels (the released KDLoss takes none): no label bytes.
-int64_t ideal_bytes(Loss l, Shape s) {
-  return static_cast<int64_t>(tensors_moved(l)) * s.n * s.c * 4 + (l == Loss::kKd ? 0 : s.n * 8);
 }
 
 // ---- inputs ---------------------------------------------------------------------------------

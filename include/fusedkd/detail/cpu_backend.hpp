@@ -20,6 +20,10 @@
 #include "fusedkd/status.hpp"
 #include "fusedkd/types.hpp"
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 namespace fusedkd {
 namespace detail {
 
@@ -254,6 +258,99 @@ SplitStats<A> row_stats(const A* x, int32_t c, const RowTargets<A>& tg, A inv, b
   return st;
 }
 
+/// The exponentials of x[lo, hi) relative to m, summed into sum1 / sumt and stored into e1 / et:
+/// at scale 1 when One, at scale inv when Two.
+template <bool One, bool Two, class D>
+FUSEDKD_INLINE void exp_run(D d, const hn::TFromD<D>* x, int32_t lo, int32_t hi, hn::Vec<D> vm,
+                            hn::Vec<D> vinv, hn::TFromD<D>* e1, hn::TFromD<D>* et,
+                            hn::Vec<D>& sum1, hn::Vec<D>& sumt) {
+  const int32_t lanes = static_cast<int32_t>(hn::Lanes(d));
+  int32_t i = lo;
+  for (; i + lanes <= hi; i += lanes) {
+    const auto diff = hn::Sub(hn::LoadU(d, x + i), vm);
+    if (One) {
+      const auto e = exp_lanes(d, diff);
+      hn::StoreU(e, d, e1 + i);
+      sum1 = hn::Add(sum1, e);
+    }
+    if (Two) {
+      const auto e = exp_lanes(d, hn::Mul(diff, vinv));
+      hn::StoreU(e, d, et + i);
+      sumt = hn::Add(sumt, e);
+    }
+  }
+  if (i < hi) {
+    const size_t n = static_cast<size_t>(hi - i);
+    const auto diff = hn::Sub(load_n(d, x + i, n), vm);
+    const auto valid = hn::FirstN(d, n);
+    if (One) {
+      const auto e = exp_lanes(d, diff);
+      store_n(d, e, e1 + i, n);
+      sum1 = hn::Add(sum1, hn::IfThenElseZero(valid, e));
+    }
+    if (Two) {
+      const auto e = exp_lanes(d, hn::Mul(diff, vinv));
+      store_n(d, e, et + i, n);
+      sumt = hn::Add(sumt, hn::IfThenElseZero(valid, e));
+    }
+  }
+}
+
+/// The statistics of one row, keeping the exponentials for the gradient pass: the max of the
+/// non-target classes, then their exponentials relative to it, summed and stored (e1: scale 1,
+/// when `unit` or `!two`; et: scale inv, when `two`), 0 at the targets. Two reads of the row
+/// (the second from cache at any C that fits L2) instead of row_stats' one, and no exponential
+/// in the gradient pass.
+template <typename A>
+SplitStats<A> row_stats_kept(const A* x, int32_t c, const RowTargets<A>& tg, A inv, bool two,
+                             bool unit, A* e1, A* et) {
+  const Tag<A> d;
+  const NonTargetRuns runs(0, c, tg.t1, tg.t2);
+  SplitStats<A> st;
+  for (int k = 0; k < runs.count; ++k) st.m = max_of(x + runs.lo[k], runs.hi[k] - runs.lo[k], st.m);
+  const bool one = unit || !two;
+  const auto vm = hn::Set(d, st.m), vinv = hn::Set(d, inv);
+  auto sum1 = hn::Zero(d), sumt = hn::Zero(d);
+  for (int k = 0; k < runs.count; ++k) {
+    if (one && two) {
+      exp_run<true, true>(d, x, runs.lo[k], runs.hi[k], vm, vinv, e1, et, sum1, sumt);
+    } else if (two) {
+      exp_run<false, true>(d, x, runs.lo[k], runs.hi[k], vm, vinv, e1, et, sum1, sumt);
+    } else {
+      exp_run<true, false>(d, x, runs.lo[k], runs.hi[k], vm, vinv, e1, et, sum1, sumt);
+    }
+  }
+  st.s1 = sum_lanes(d, sum1);
+  st.st = sum_lanes(d, sumt);
+  const int32_t targets[2] = {tg.t1, tg.t2};
+  for (const int32_t t : targets) {
+    if (t < 0) continue;
+    if (one) e1[t] = A(0);
+    if (two) et[t] = A(0);
+  }
+  if (tg.t1 >= 0) st.x1 = x[tg.t1];
+  if (tg.t2 >= 0) st.x2 = x[tg.t2];
+  return st;
+}
+
+/// A row's buffers for row_stats_kept: z and v at scale 1 and at scale inv, c values each.
+template <typename A>
+struct KeptExps {
+  A *z1, *zt, *v1, *vt;
+
+  /// Points the buffers at 4c values from `space`; one that the statistics will not fill
+  /// points at its other scale (so every buffer a Row may read holds values).
+  KeptExps(A* space, int64_t c, bool two, const bool unit[2])
+      : z1(space), zt(space + c), v1(space + 2 * c), vt(space + 3 * c) {
+    if (!two) {
+      zt = z1;
+      vt = v1;
+    }
+    if (two && !unit[0]) z1 = zt;
+    if (two && !unit[1]) v1 = vt;
+  }
+};
+
 /// Validation shared by the teacher losses (NKD, KD, DKD) and USKD, by both backends: shapes,
 /// strides (none may reach past the address space), pointers, the common options in the range
 /// of the computation type acc_t<T>, the enums.
@@ -276,6 +373,30 @@ Status check_pair(const Matrix<const T>& z, const Matrix<const T>& v, const Labe
   if (c < 2) return Status::kTooFewClasses;
   if (c > INT32_MAX) return Status::kNotSupported;
   return Status::kSuccess;
+}
+
+/// The gradient pass of a teacher loss's row over [b, e) from the statistics' exponentials (see
+/// row_stats_kept), a vector of lanes at a time: writes g[b, e) (when Write) and returns the sum
+/// of the row's loss terms there.
+template <bool Write, typename A, typename Row>
+FUSEDKD_INLINE A pair_chunk_kept(const A* z, const A* v, A* g, const KeptExps<A>& k, int32_t b,
+                                 int32_t e, const Row& row, A factor) {
+  using L = Lanes<A>;
+  const Tag<A> d;
+  const size_t lanes = hn::Lanes(d);
+  const auto ids = lane_ids(d);
+  L acc(A(0));
+  for (int32_t i = b; i < e; i += static_cast<int32_t>(lanes)) {
+    const size_t n = std::min(lanes, static_cast<size_t>(e - i));
+    const StatExps<L> ex{L(load_n(d, k.z1 + i, n)), L(load_n(d, k.zt + i, n)),
+                         L(load_n(d, k.v1 + i, n)), L(load_n(d, k.vt + i, n))};
+    L part(A(0));
+    const L gi = row.elements(lanes_at(d, ids, i, row.t), L(load_n(d, z + i, n)),
+                              L(load_n(d, v + i, n)), ex, part);
+    acc += n == lanes ? part : L(hn::IfThenElseZero(hn::FirstN(d, n), part.v));
+    if (Write) store_n(d, hn::Mul(gi.v, hn::Set(d, factor)), g + i, n);  // after the reads: in place is safe
+  }
+  return sum_lanes(d, acc.v);
 }
 
 /// The gradient pass of a teacher loss's row over [b, e), a vector of lanes at a time: writes
@@ -315,15 +436,22 @@ double pair_pass(const A* z, const A* v, A* g, int32_t c, int64_t first, const R
   return total;
 }
 
-/// One row of a teacher loss: statistics of both rows, then the gradient pass. Returns the row
-/// loss. `unit`: whether the student's and the teacher's scale-1 sums are wanted (see
-/// row_stats).
+/// One row of a teacher loss: statistics of both rows (their exponentials kept in `k`), then
+/// the gradient pass from them. Returns the row loss. `unit`: whether the student's and the
+/// teacher's scale-1 sums are wanted (see row_stats).
 template <typename A, typename MakeRow>
 double pair_row(const A* z, const A* v, A* g, int32_t c, const RowTargets<A>& tg, A inv, bool two,
-                const bool unit[2], A factor, const MakeRow& make_row) {
-  const auto row = make_row(row_stats(z, c, tg, inv, two, unit[0]),
-                            row_stats(v, c, tg, inv, two, unit[1]), tg);
-  return static_cast<double>(row.loss(A(pair_pass(z, v, g, c, 0, row, factor))));
+                const bool unit[2], A factor, const KeptExps<A>& k, const MakeRow& make_row) {
+  const auto row = make_row(row_stats_kept(z, c, tg, inv, two, unit[0], k.z1, k.zt),
+                            row_stats_kept(v, c, tg, inv, two, unit[1], k.v1, k.vt), tg);
+  double total = 0.0;
+  for (int32_t b = 0; b < c; b += kChunk) {
+    const int32_t e = c - b > kChunk ? b + kChunk : c;
+    const A acc = g != nullptr ? pair_chunk_kept<true>(z, v, g, k, b, e, row, factor)
+                               : pair_chunk_kept<false>(z, v, g, k, b, e, row, factor);
+    total += static_cast<double>(acc);
+  }
+  return static_cast<double>(row.loss(A(total)));
 }
 
 /// Runs a teacher loss (NKD, KD, DKD): `make_row(zs, vs, tg)` builds the loss's Row from the
@@ -352,8 +480,20 @@ Status run_pair_loss(Matrix<const T> z, Matrix<const T> v, Labels labels,
   const bool two = inv != A(1);
   const bool unit[2] = {student_unit, teacher_unit};
   const A factor = A(gradient_factor(o, active));
+  // Per thread: the statistics' exponentials of one row (row_stats_kept), 4C values.
+  int threads = 1;
+#if defined(_OPENMP)
+  threads = omp_get_max_threads();
+#endif
+  const int64_t kept_size = n > 0 ? 4 * c : 0;
+  auto kept = scratch<A>(static_cast<int64_t>(threads) * kept_size);
+  if (!kept) return Status::kOutOfMemory;
 FUSEDKD_PARALLEL_ROWS(n * c)
   for (int64_t r = 0; r < n; ++r) {
+    int thread = 0;
+#if defined(_OPENMP)
+    thread = omp_get_thread_num();
+#endif
     const RowTargets<A>& tg = targets[r];
     const T* zr = z.row(r);
     const T* vr = v.row(r);
@@ -363,7 +503,8 @@ FUSEDKD_PARALLEL_ROWS(n * c)
       zero_row(gr, c);
       continue;
     }
-    row_loss[r] = pair_row(zr, vr, gr, static_cast<int32_t>(c), tg, inv, two, unit, factor,
+    const KeptExps<A> k(kept.get() + thread * kept_size, c, two, unit);
+    row_loss[r] = pair_row(zr, vr, gr, static_cast<int32_t>(c), tg, inv, two, unit, factor, k,
                            make_row);
   }
   write_loss(o, row_loss.get(), n, active, loss);
