@@ -96,6 +96,11 @@ int exps_per_element(const LossCase& lc) {
   return 0;
 }
 
+/// KD runs without labels (the released KDLoss takes none): no label bytes.
+int64_t ideal_bytes(Loss l, Shape s) {
+  return static_cast<int64_t>(tensors_moved(l)) * s.n * s.c * 4 + (l == Loss::kKd ? 0 : s.n * 8);
+}
+
 // ---- inputs ---------------------------------------------------------------------------------
 /// Random logits and labels of one shape. The teacher (or the weak head) is correlated with the
 /// student, the label is mostly the teacher's argmax: a realistic mix for the sort.
