@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
 # scripts/mutate.sh — plants the mutations of tests/mutations/*.patch one at a time and reports
-# which the tests catch. Not part of CI (about a minute per mutation on two cores).
+# which the tests catch. Not part of CI (minutes per mutation on two cores).
 #
-#   scripts/mutate.sh                 every mutation, against the fast CI tests (unit + conformance)
-#   scripts/mutate.sh --reference     also the LibTorch reference tests (slower to build)
+#   scripts/mutate.sh                 every mutation, against the CI's LibTorch-free tests
+#   scripts/mutate.sh --reference     and, for what they let through, the LibTorch reference tests
 #   scripts/mutate.sh 02 kd-          only the mutations whose file name contains one of the words
 #
 # For each patch: `git apply --check` (a patch that no longer applies is reported "stale", not
 # caught: the code it mutates has changed, so update or drop it), then the patch is applied, the
-# affected test targets are rebuilt incrementally in their own build folder ($MUTATE_BUILD_DIR,
-# default build/mutate), the tests run, and the source is restored from a copy, always: on
+# test targets are rebuilt incrementally in their own build folder ($MUTATE_BUILD_DIR, default
+# build/mutate) and run in stages, cheapest first (the strength tests and the conformance
+# cases, then the whole unit suite, then the reference tests with --reference), stopping at the
+# first stage that fails a test; then the source is restored from a copy, always: on
 # success, failure, Ctrl-C or kill (trap). A mutation of the CUDA kernels only
 # (kernels/**/*.cuh) is compiled to PTX (fusedkd_cuda_runner, in $MUTATE_BUILD_DIR-cuda, when
 # nvcc is found) but not run: no test here runs a kernel without a GPU.
 #
 # A patch's first lines start with "# ": the first says what it plants; a line
 # "# equivalent: ..." or "# within tolerance: ..." explains why it may survive. The table
-# (stdout, and $MUTATE_BUILD_DIR/table.md) gives per mutation the failing tests and one of:
-#   caught | survived (explained) | SURVIVED (unexplained) | stale | does not compile |
+# (stdout, and $MUTATE_BUILD_DIR/table.md) gives per mutation the failing tests (of the stage
+# that caught it) and one of:
+#   caught (stage) | survived (explained) | SURVIVED (unexplained) | stale | does not compile |
 #   compiled, not run: needs GPU
 # Exit status: 0 when nothing is unexplained, stale or broken; 1 otherwise.
 set -euo pipefail
@@ -29,7 +32,7 @@ words=()
 for a in "$@"; do
   case "$a" in
     --reference) reference=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) words+=("$a") ;;
   esac
 done
@@ -72,22 +75,31 @@ touched() {  # the files a patch changes
   sed -n 's|^+++ b/||p' "$1"
 }
 
-# ---- build folders ----------------------------------------------------------------------------
-targets=(fusedkd_unit_tests fusedkd_shard_tests)
-labels='unit|conformance'
-# -O1 and no per-CPU clones: every mutation recompiles every test file (the library is
-# header-only), and this halves that; the tests check values, not speed. MUTATE_CXX_FLAGS
+# ---- build folders and the stages ------------------------------------------------------------
+# A mutation is tried in stages, cheapest first, and the first stage with a failing test
+# catches it: 1. the strength tests and the conformance cases (two files to rebuild), 2. the
+# whole unit suite, 3. (--reference) the LibTorch reference tests.
+stage_targets=("fusedkd_strength_tests" "fusedkd_unit_tests fusedkd_shard_tests" "fusedkd_reference_tests")
+stage_labels=("strength|conformance" "unit" "reference")
+stage_names=("strength+conformance" "unit" "reference")
+skip='conformance\.shared|_NOT_BUILT|install_deps'  # another checkout's cases; unbuilt binaries; apt
+# -O1 and no per-CPU clones: every mutation recompiles every test file it reaches (the library
+# is header-only), and this halves that; the tests check values, not speed. MUTATE_CXX_FLAGS
 # overrides (e.g. "-O3 -DNDEBUG" for the CI's own flags).
 cxx_flags="${MUTATE_CXX_FLAGS:--O1 -DNDEBUG -DFUSEDKD_NO_CPU_DISPATCH}"
 echo "== configuring $build (CXXFLAGS $cxx_flags)"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="$cxx_flags" \
   -DFUSEDKD_ENABLE_CUDA=OFF -DFUSEDKD_BUILD_EXAMPLES=OFF -DFUSEDKD_BUILD_BENCHMARKS=OFF \
   "${launcher[@]}" >/dev/null
-if grep -q '^nlohmann_json_DIR:PATH=/' "$build/CMakeCache.txt" 2>/dev/null; then targets+=(fusedkd-check); fi
+if grep -q '^nlohmann_json_DIR:PATH=/' "$build/CMakeCache.txt" 2>/dev/null; then
+  stage_targets[0]="fusedkd_strength_tests fusedkd-check"
+else
+  stage_labels[0]="strength"
+fi
+stages=2
 if [ $reference -eq 1 ]; then
   if grep -q '^Torch_DIR:PATH=/' "$build/CMakeCache.txt"; then
-    targets+=(fusedkd_reference_tests)
-    labels='unit|conformance|reference'
+    stages=3
   else
     echo "mutate: LibTorch not found, --reference ignored" >&2
   fi
@@ -95,24 +107,28 @@ fi
 have_cuda=0
 if command -v nvcc >/dev/null; then have_cuda=1; fi
 
-build_tests() { nice cmake --build "$build" -j "$jobs" --target "${targets[@]}" >"$build/last-build.log" 2>&1; }
-# The tests that failed, one name per line (empty when all passed).
-run_tests() {
+build_stage() {  # build_stage K: the targets of stage K
+  # shellcheck disable=SC2086
+  nice cmake --build "$build" -j "$jobs" --target ${stage_targets[$1]} >"$build/last-build.log" 2>&1
+}
+# The tests of stage K that failed, one name per line (empty when all passed).
+run_stage() {
   local out="$build/last-ctest.log"
-  ctest --test-dir "$build" -L "$labels" -E 'conformance\.shared' -j "$jobs" --timeout 300 >"$out" 2>&1 || true
+  ctest --test-dir "$build" -L "${stage_labels[$1]}" -E "$skip" -j "$jobs" --timeout 300 >"$out" 2>&1 || true
   sed -n '/The following tests FAILED/,$p' "$out" | sed -n 's/^[[:space:]]*[0-9]\+ - \([^ ]*\).*/\1/p'
 }
 
-echo "== baseline: build and run the unmutated tests ($labels)"
-build_tests || { echo "mutate: the unmutated tests do not build: see $build/last-build.log" >&2; exit 2; }
-failed=$(run_tests)
-if [ -n "$failed" ]; then
-  echo "mutate: the unmutated tests fail; fix that first:" >&2
-  echo "$failed" >&2
-  exit 2
-fi
-total=$(grep -c 'Test *#' "$build/last-ctest.log" || true)
-echo "   $total tests pass"
+echo "== baseline: build and run the unmutated tests"
+for ((k = 0; k < stages; ++k)); do
+  build_stage $k || { echo "mutate: the unmutated tests do not build: see $build/last-build.log" >&2; exit 2; }
+  failed=$(run_stage $k)
+  if [ -n "$failed" ]; then
+    echo "mutate: the unmutated tests fail (stage ${stage_names[$k]}); fix that first:" >&2
+    echo "$failed" >&2
+    exit 2
+  fi
+  echo "   ${stage_names[$k]}: $(grep -c 'Test *#' "$build/last-ctest.log" || true) tests pass"
+done
 
 # ---- one mutation at a time -------------------------------------------------------------------
 table="$build/table.md"
@@ -159,22 +175,31 @@ for p in "${patches[@]}"; do
           bad=1
         fi
       fi
-    elif ! build_tests; then
-      result="does not compile (see $build/last-build.log)"
-      bad=1
     else
-      failed=$(run_tests)
-      if [ -n "$failed" ]; then
-        n=$(echo "$failed" | wc -l)
-        list=$(echo "$failed" | head -3 | paste -sd ' ' | sed 's/ /, /g')
-        [ "$n" -gt 3 ] && list="$list (+$((n - 3)) more)"
-        list="$n: $list"
-        result="caught"
-      elif [ -n "$why" ]; then
-        result="survived ($why)"
-      else
-        result="SURVIVED (unexplained)"
-        bad=1
+      result=""
+      for ((k = 0; k < stages; ++k)); do
+        if ! build_stage $k; then
+          result="does not compile (see $build/last-build.log)"
+          bad=1
+          break
+        fi
+        failed=$(run_stage $k)
+        if [ -n "$failed" ]; then
+          n=$(echo "$failed" | wc -l)
+          list=$(echo "$failed" | head -3 | paste -sd ' ' | sed 's/ /, /g')
+          [ "$n" -gt 3 ] && list="$list (+$((n - 3)) more)"
+          list="$n: $list"
+          result="caught (${stage_names[$k]})"
+          break
+        fi
+      done
+      if [ -z "$result" ]; then
+        if [ -n "$why" ]; then
+          result="survived ($why)"
+        else
+          result="SURVIVED (unexplained)"
+          bad=1
+        fi
       fi
     fi
     restore
@@ -185,7 +210,7 @@ done
 
 # put the tests back to the unmutated source (so the build folder matches the tree)
 echo "== rebuilding the unmutated tests"
-build_tests || true
+for ((k = 0; k < stages; ++k)); do build_stage $k || true; done
 echo
 cat "$table"
 echo
