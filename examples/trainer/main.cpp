@@ -1,6 +1,7 @@
 // fusedkd-train — trains a teacher MLP on Fashion-MNIST, then small students with plain
 // cross-entropy, KD, DKD, NKD and USKD (every loss through fusedkd's CPU API), over several
-// seeds, and reports test accuracy as a table, CSV, JSON and a PNG chart.
+// seeds, and reports test accuracy as a table, CSV and JSON (scripts/plot_trainer.py draws the
+// charts from the CSV).
 #include <cblas.h>
 #if defined(_OPENMP)
 #include <omp.h>
@@ -22,7 +23,6 @@
 #include "ablation.hpp"
 #include "data.hpp"
 #include "mlp.hpp"
-#include "plot.hpp"
 #include "progress.hpp"
 #include "train.hpp"
 
@@ -68,7 +68,8 @@ const char* kUsage =
     "computed\n"
     "by fusedkd: CE (cross-entropy only), KD, DKD, NKD (with the teacher) and USKD (no teacher),\n"
     "each over several seeds. Prints a table of test accuracy (mean and std over the seeds) and\n"
-    "writes results.csv, summary.csv, results.json and accuracy.png to the output folder.\n"
+    "writes results.csv, summary.csv and results.json to the output folder (scripts/plot_trainer.py\n"
+    "draws accuracy.png from them).\n"
     "\n"
     "Options:\n"
     "  --epochs N           student epochs (default 20)\n"
@@ -91,7 +92,8 @@ const char* kUsage =
     "                       dataset-fashion-mnist)\n"
     "  --ablation T         instead of the five methods, rerun the paper's ablation table T\n"
     "                       (5, 6, 8, 9, 12, 14, 15; a comma-separated list, or all): its\n"
-    "                       variants over the seeds, written as ablation-table<T>.md/.csv/.png\n"
+    "                       variants over the seeds, written as ablation-table<T>.md/.csv and\n"
+    "                       ablation-table<T>-epochs.csv (test accuracy per row, seed, epoch)\n"
     "  --device D           cpu (default) or cuda: cuBLAS layers and the fused CUDA losses\n"
     "                       (builds configured with nvcc and cuBLAS)\n"
     "  --teacher-cache F    keep the trained teacher (history, logits on the students' images)\n"
@@ -496,7 +498,8 @@ std::string paper_delta(const std::string& cell, const std::string& base) {
   return o;
 }
 
-/// Runs every row of one table over the seeds and writes ablation-table<id>.md/.csv/.png.
+/// Runs every row of one table over the seeds and writes ablation-table<id>.md/.csv and
+/// ablation-table<id>-epochs.csv (the per-epoch test accuracy that scripts/plot_trainer.py draws).
 void run_ablation(const Options& opt, const AblationTable& t,
                   const std::vector<int64_t>& student_sizes, const TrainConfig& scfg,
                   const RunInputs& in, const std::vector<float>* self_logits, bool tty) {
@@ -518,7 +521,7 @@ void run_ablation(const Options& opt, const AblationTable& t,
     }
   }
 
-  std::ostringstream md, csv;
+  std::ostringstream md, csv, epochs;
   md << "Table " << t.id << ": " << t.title << ". Paper: ImageNet top-1 (%), " << t.paper_model
      << ". Ours: Fashion-MNIST test accuracy (%) of the student " << sizes_str(student_sizes)
      << ", " << opt.epochs << " epochs, " << in.train->n << " training images, " << opt.seeds
@@ -527,7 +530,7 @@ void run_ablation(const Options& opt, const AblationTable& t,
   md << "| row | paper | paper vs baseline | ours | ours vs baseline (paired) | beyond spread | per seed |\n";
   md << "| --- | --- | --- | --- | --- | --- | --- |\n";
   csv << "table,row,method,paper,mean,std,diff_mean,diff_std,beyond_spread,per_seed\n";
-  std::vector<Series> series;
+  epochs << "table,row,seed,epoch,test_acc\n";
   for (size_t k = 0; k < t.rows.size(); ++k) {
     const AblationRow& row = t.rows[k];
     std::vector<double> finals;
@@ -551,32 +554,20 @@ void run_ablation(const Options& opt, const AblationTable& t,
         << json_str(row.paper) << ',' << num(mean, 2) << ',' << num(sd, 2) << ','
         << (k > 0 ? num(dm, 2) : "") << ',' << (k > 0 ? num(ds, 2) : "") << ',' << beyond << ','
         << per_seed << '\n';
-    Series s;
-    s.name = row.name + " " + num(mean, 2);
-    s.color = palette(int(k));
-    s.dashed = k == 0;
-    for (int e = 0; e < opt.epochs; ++e) {
-      double sum = 0;
-      for (const RunResult& r : runs[k]) sum += 100 * r.epochs[size_t(e)].test_acc;
-      s.y.push_back(sum / double(runs[k].size()));
-    }
-    series.push_back(s);
+    for (const RunResult& r : runs[k])
+      for (size_t e = 0; e < r.epochs.size(); ++e)
+        epochs << t.id << ',' << json_str(row.name) << ',' << r.seed << ',' << e + 1 << ','
+               << num(100 * r.epochs[e].test_acc, 2) << '\n';
   }
   if (!t.note.empty()) md << "\n" << t.note << "\n";
   const fs::path out(opt.out);
   const std::string stem = "ablation-table" + t.id;
   write_file(out / (stem + ".md"), md.str());
   write_file(out / (stem + ".csv"), csv.str());
-  ChartLabels labels;
-  labels.title = "Table " + t.id + ": " + t.title;
-  labels.subtitle = "student " + sizes_str(student_sizes) + ", mean of " +
-                    std::to_string(opt.seeds) + " seeds; the baseline (CE) dashed";
-  std::string err;
-  if (!plot_lines(series, labels, (out / (stem + ".png")).string(), &err)) {
-    throw std::runtime_error(err);
-  }
+  write_file(out / (stem + "-epochs.csv"), epochs.str());
   std::printf("\n%s", md.str().c_str());
-  std::printf("wrote %s/%s.{md,csv,png}\n", opt.out.c_str(), stem.c_str());
+  std::printf("wrote %s/%s.{md,csv} and %s-epochs.csv\n", opt.out.c_str(), stem.c_str(),
+              stem.c_str());
   std::fflush(stdout);
 }
 
@@ -808,38 +799,7 @@ int run(const Options& opt) {
   write_file(out / "results.json", results_json(opt, teacher_sizes, student_sizes, teacher_named,
                                                 ms, seconds, mean, stdev));
 
-  // Chart: mean test accuracy over the seeds per epoch, one line per method; the teacher dashed.
-  std::vector<Series> series;
-  for (size_t k = 0; k < ms.size(); ++k) {
-    Series s;
-    s.name = ms[k].name + " " + num(ms[k].mean, 2);
-    s.color = palette(int(k));
-    for (int e = 0; e < opt.epochs; ++e) {
-      double sum = 0;
-      for (const RunResult& r : ms[k].runs) sum += 100 * r.epochs[size_t(e)].test_acc;
-      s.y.push_back(sum / double(ms[k].runs.size()));
-    }
-    series.push_back(s);
-  }
-  Series t;
-  t.name = "teacher " + num(100 * teacher.final_test_acc(), 2);
-  t.color = {60, 60, 60};
-  t.dashed = true;
-  t.y.assign(size_t(std::max(opt.epochs, 2)), 100 * teacher.final_test_acc());
-  series.push_back(t);
-  ChartLabels labels;
-  labels.title = "Fashion-MNIST: student test accuracy";
-  char sub[200];
-  std::snprintf(sub, sizeof sub,
-                "student %s, %lld train images, mean of %d seed(s); teacher %s (dashed, final)",
-                sizes_str(student_sizes).c_str(), (long long)train.n, opt.seeds,
-                sizes_str(teacher_sizes).c_str());
-  labels.subtitle = sub;
-  std::string err;
-  if (!plot_lines(series, labels, (out / "accuracy.png").string(), &err)) {
-    throw std::runtime_error(err);
-  }
-  std::printf("wrote %s/{results.csv, summary.csv, results.json, accuracy.png}\n", opt.out.c_str());
+  std::printf("wrote %s/{results.csv, summary.csv, results.json}\n", opt.out.c_str());
   std::printf("total time %s (%.1f s)\n", format_duration(seconds).c_str(), seconds);
   return 0;
 }
