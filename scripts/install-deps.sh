@@ -50,7 +50,7 @@ if [ ${#packages[@]} -eq 0 ]; then
             nlohmann-json3-dev libopenblas-dev zlib1g-dev dataset-fashion-mnist
             libopenmpi-dev openmpi-bin
             python3-torch python3-dev python3-venv python3-pip python3-setuptools python3-wheel
-            python3-pytest ninja-build)
+            python3-pytest python3-matplotlib ninja-build)
 fi
 
 if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
