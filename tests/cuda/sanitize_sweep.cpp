@@ -53,6 +53,10 @@ Problem make(Loss loss, DType d, int64_t n, int64_t c, LabelKind k, uint32_t see
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "--help") == 0) {
+    std::printf("fusedkd_cuda_sweep [--quick]: every fusedkd CUDA kernel once, for compute-sanitizer\n");
+    return 0;
+  }
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   std::string why;
   if (!fkcuda::device_available(&why)) {

@@ -5,6 +5,7 @@
 // elements; USKD: read z, w and write dz, dw = 4 N C), the GB/s that makes, and that as a
 // fraction of the device's measured device-to-device copy bandwidth.
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <string>
 
@@ -15,7 +16,11 @@ using fkcuda::LabelKind;
 using fkcuda::Loss;
 using fkcuda::Problem;
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "--help") == 0) {
+    std::printf("fusedkd_cuda_timing: a short timing table of the fused CUDA losses (needs a GPU)\n");
+    return 0;
+  }
   std::string why;
   if (!fkcuda::device_available(&why)) {
     std::printf("%s\n", why.c_str());
