@@ -18,7 +18,9 @@
 #   MANIFEST.txt   commit, compiler, architectures, sizes, the newest glibc symbol versions used
 #
 # Environment: BUILD_DIR (default build/gpu-carry), CUDA_ARCH (default 90), JOBS (default 2),
-# GTEST_SRC (default /usr/src/googletest), JSON_INCLUDE (default /usr/include).
+# SHARED_CASES (default ../shared/conformance/cases beside the checkout, else
+# /work/shared/conformance/cases), GTEST_SRC (default /usr/src/googletest), JSON_INCLUDE
+# (default /usr/include).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,12 +44,13 @@ generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 
 # ---- build ----------------------------------------------------------------------------------------
+mkdir -p "$build"
 echo "== configure $build (sm_$arch, static CUDA runtime, shared runner)"
 cmake -S "$root" -B "$build" "${generator[@]}" "${launcher[@]}" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CUDA_ARCHITECTURES="$arch" -DFUSEDKD_CUDA_STATIC_RUNTIME=ON -DFUSEDKD_CUDA_RUNNER_SHARED=ON \
   -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON -DFUSEDKD_BUILD_EXAMPLES=OFF -DFUSEDKD_BUILD_BENCHMARKS=ON \
-  > "$build.configure.log" 2>&1 || { tail -30 "$build.configure.log"; exit 1; }
-grep -q "fusedkd: CUDA ON" "$build.configure.log" || { echo "prepare-gpu-carry: CUDA is off" >&2; exit 1; }
+  > "$build/configure.log" 2>&1 || { tail -30 "$build/configure.log"; exit 1; }
+grep -q "fusedkd: CUDA ON" "$build/configure.log" || { echo "prepare-gpu-carry: CUDA is off" >&2; exit 1; }
 echo "== build fusedkd_gpu_programs (-j$jobs)"
 start=$(date +%s)
 nice cmake --build "$build" -j "$jobs" --target fusedkd_gpu_programs
@@ -81,7 +84,8 @@ for f in "$carry"/bin/* "$carry"/lib/*.so; do
   done < <(LD_LIBRARY_PATH="$carry/lib" ldd "$f" 2>/dev/null | awk '/=>/ {print $1, $3}')
 done
 
-shared_cases=$root/../shared/conformance/cases
+shared_cases=${SHARED_CASES:-$root/../shared/conformance/cases}
+[[ -d $shared_cases || -n ${SHARED_CASES:-} ]] || shared_cases=/work/shared/conformance/cases
 if [[ -d $shared_cases ]]; then
   cp -r "$shared_cases" "$carry/cases/shared"
 else
