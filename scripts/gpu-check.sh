@@ -156,11 +156,14 @@ run_step() {
   [[ $st == 124 || $st == 137 ]] && echo "gpu-check: stopped at its ${cap}s cap" >> "$logs/$log"
   return 0
 }
+have_gpu=0
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then have_gpu=1; fi
 nodevice() { grep -qiE "no CUDA device|no CUDA-capable|insufficient for CUDA runtime" "$logs/$1"; }
-# verdict NAME LOG DETAIL: PASS on exit 0, SKIP when the program said there is no device, else FAIL.
+# verdict NAME LOG DETAIL: PASS on exit 0; SKIP when the program said there is no device and
+# nvidia-smi agrees; else FAIL (a program that sees no device on a GPU machine is a failure).
 verdict() {
   if [[ $st == 0 ]]; then row "$1" PASS "$dt" "$3"
-  elif nodevice "$2"; then row "$1" SKIP "$dt" "($(grep -m1 -oiE "no CUDA device.*|no CUDA-capable.*" "$logs/$2" | cut -c1-80))"
+  elif nodevice "$2" && [[ $have_gpu == 0 ]]; then row "$1" SKIP "$dt" "($(grep -m1 -oiE "no CUDA device.*|no CUDA-capable.*" "$logs/$2" | cut -c1-80))"
   elif [[ $st == 124 || $st == 137 ]]; then row "$1" FAIL "$dt" "(time cap reached) $3"
   else row "$1" FAIL "$dt" "(exit $st) $3"
   fi
@@ -172,7 +175,7 @@ pack
 
 # ---- facts ------------------------------------------------------------------------------------------
 if run_step facts 15 facts.txt facts; then
-  if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
+  if [[ $have_gpu == 0 ]]; then
     row facts SKIP "$dt" "(no working nvidia-smi: no GPU here; facts.txt has the rest)"
   else
     row facts PASS "$dt" "$(head -1 "$logs/facts.txt" | cut -c13-90)"
@@ -185,7 +188,16 @@ if [[ ${GPU_CHECK_BUILD:-0} == 1 ]]; then
   need_build=1
   row start SKIP 0 "(GPU_CHECK_BUILD=1: building here)"
 elif run_step start 30 start.txt probe; then
-  if [[ $st == 0 ]]; then
+  if [[ $st == 0 && $have_gpu == 1 ]]; then
+    # They load; can they use the GPU (a driver too old for the carried CUDA runtime cannot)?
+    "$bin/fusedkd_cuda_sweep" --device >> "$logs/start.txt" 2>&1
+    if [[ $? == 0 ]]; then
+      row start PASS "$dt" "(${#programs[@]} carried programs start; $(tail -1 "$logs/start.txt" | cut -c1-60))"
+    else
+      row start FAIL "$dt" "(the carried programs see no device: $(tail -1 "$logs/start.txt" | cut -c1-60); building here)"
+      need_build=1
+    fi
+  elif [[ $st == 0 ]]; then
     row start PASS "$dt" "(${#programs[@]} carried programs start)"
   else
     export LD_LIBRARY_PATH="$carry/lib:$carry/lib/compat${LD_LIBRARY_PATH#"$carry/lib"}"
@@ -219,7 +231,7 @@ gtest_verdict() {  # NAME LOG: every test skipped for want of a device is a SKIP
   local c                 # skipped on a machine that has a device is a FAIL
   c=$(gtest_counts "$2")
   if [[ $st == 0 ]] && grep -q "SKIPPED" <<<"$c"; then
-    if nodevice "$2"; then
+    if nodevice "$2" && [[ $have_gpu == 0 ]]; then
       row "$1" SKIP "$dt" "($c; $(grep -m1 -oiE "no CUDA device.*" "$logs/$2" | cut -c1-60))"
     else
       row "$1" FAIL "$dt" "($c: a test skipped on a GPU machine)"

@@ -7,6 +7,7 @@
 // It ends with cudaDeviceReset, so that memcheck's leak check sees every allocation.
 //
 //   fusedkd_cuda_sweep [--quick]     exit 0 when every call behaved, 1 otherwise, 2 without a GPU
+//   fusedkd_cuda_sweep --device      says whether this build sees a usable CUDA device (0 / 2)
 //   (--quick: float only for the variants; every kernel is still reached)
 #include <cstdio>
 #include <cstring>
@@ -55,6 +56,15 @@ Problem make(Loss loss, DType d, int64_t n, int64_t c, LabelKind k, uint32_t see
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--help") == 0) {
     std::printf("fusedkd_cuda_sweep [--quick]: every fusedkd CUDA kernel once, for compute-sanitizer\n");
+    return 0;
+  }
+  if (argc > 1 && std::strcmp(argv[1], "--device") == 0) {  // gpu-check: can this build run here?
+    std::string why;
+    if (!fkcuda::device_available(&why)) {
+      std::printf("%s\n", why.c_str());
+      return 2;
+    }
+    std::printf("CUDA device: %s\n", fkcuda::device_name().c_str());
     return 0;
   }
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
