@@ -6,8 +6,10 @@
 #   scripts/prepare-gpu-carry.sh            build + pack + probe (each program must start)
 #
 # gpu-carry/
-#   bin/           fusedkd_cuda_tests, fusedkd_cuda_host_logic_tests, fusedkd_cuda_sweep,
-#                  fusedkd_cuda_timing, fusedkd-check, fusedkd_bench_cuda (static CUDA runtime)
+#   bin/           fusedkd_cuda_tests, fusedkd_cuda_host_logic_tests, fusedkd_cuda_shard_tests
+#                  (without the NCCL adapter's test: libnccl is too big to carry),
+#                  fusedkd_cuda_sweep, fusedkd_cuda_timing, fusedkd-check, fusedkd_bench_cuda
+#                  (static CUDA runtime)
 #   lib/           libfusedkd_cuda_runner.so (the kernels, once), Google Benchmark, libgomp
 #   lib/compat/    this machine's libstdc++ / libgcc_s, used only if a program does not start
 #                  with the GPU machine's own
@@ -30,8 +32,8 @@ jobs=${JOBS:-2}
 carry=$root/gpu-carry
 gtest_src=${GTEST_SRC:-/usr/src/googletest}
 json_include=${JSON_INCLUDE:-/usr/include}
-programs=(fusedkd_cuda_tests fusedkd_cuda_host_logic_tests fusedkd_cuda_sweep fusedkd_cuda_timing
-          fusedkd-check fusedkd_bench_cuda)
+programs=(fusedkd_cuda_tests fusedkd_cuda_host_logic_tests fusedkd_cuda_shard_tests fusedkd_cuda_sweep
+          fusedkd_cuda_timing fusedkd-check fusedkd_bench_cuda)
 t0=$(date +%s)
 
 if ! command -v nvcc >/dev/null && [[ -x /usr/local/cuda/bin/nvcc ]]; then
@@ -49,6 +51,7 @@ echo "== configure $build (sm_$arch, static CUDA runtime, shared runner)"
 cmake -S "$root" -B "$build" "${generator[@]}" "${launcher[@]}" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CUDA_ARCHITECTURES="$arch" -DFUSEDKD_CUDA_STATIC_RUNTIME=ON -DFUSEDKD_CUDA_RUNNER_SHARED=ON \
   -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON -DFUSEDKD_BUILD_EXAMPLES=OFF -DFUSEDKD_BUILD_BENCHMARKS=ON \
+  -DFUSEDKD_NCCL_LIBRARY=FUSEDKD_NCCL_LIBRARY-NOTFOUND \
   > "$build/configure.log" 2>&1 || { tail -30 "$build/configure.log"; exit 1; }
 grep -q "fusedkd: CUDA ON" "$build/configure.log" || { echo "prepare-gpu-carry: CUDA is off" >&2; exit 1; }
 echo "== build fusedkd_gpu_programs (-j$jobs)"
@@ -158,7 +161,7 @@ probe_failed=0
 for p in "${programs[@]}"; do
   set +e
   case $p in
-    fusedkd_cuda_tests|fusedkd_cuda_host_logic_tests)
+    fusedkd_cuda_tests|fusedkd_cuda_host_logic_tests|fusedkd_cuda_shard_tests)
       out=$(LD_LIBRARY_PATH="$carry/lib" "$carry/bin/$p" --gtest_brief=1 2>&1); st=$? ;;
     fusedkd-check)
       out=$(LD_LIBRARY_PATH="$carry/lib" "$carry/bin/$p" --device cuda "$root/tests/conformance/cases" 2>&1); st=$? ;;
