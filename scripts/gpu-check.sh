@@ -90,9 +90,11 @@ build_here() {
   [[ -d $b/deps ]] && prefix="$b/deps"
   [[ -d $tp/nlohmann_json ]] && prefix="${prefix:+$prefix;}$tp/nlohmann_json"
   [[ -d $tp/benchmark ]] && prefix="${prefix:+$prefix;}$tp/benchmark"
+  local hwy=()
+  [[ -f $tp/hwy/include/hwy/highway.h ]] && hwy=(-DFUSEDKD_HWY_INCLUDE_DIR="$tp/hwy/include")
   cmake -S "$root" -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DFUSEDKD_CUDA_WERROR=OFF -DFUSEDKD_CUDA_STATIC_RUNTIME=ON -DFUSEDKD_CUDA_RUNNER_SHARED=ON \
-    -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON -DFUSEDKD_BUILD_EXAMPLES=OFF ${prefix:+-DCMAKE_PREFIX_PATH="$prefix"} &&
+    -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON -DFUSEDKD_BUILD_EXAMPLES=OFF "${hwy[@]}" ${prefix:+-DCMAKE_PREFIX_PATH="$prefix"} &&
     cmake --build "$b" -j "$jobs" --target fusedkd_gpu_programs || return 1
   mkdir -p "$b/carry/bin" "$b/carry/lib"
   local p

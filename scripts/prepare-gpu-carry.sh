@@ -15,7 +15,7 @@
 #                  with the GPU machine's own
 #   cases/shared/  a copy of ../shared/conformance/cases (the folder beside the checkout does not
 #                  travel; the project's own tests/conformance/cases travel with the tree)
-#   third_party/   GoogleTest sources, nlohmann_json and Google Benchmark: for gpu-check's
+#   third_party/   GoogleTest sources, nlohmann_json, Google Benchmark, Highway's headers: for gpu-check's
 #                  fallback build on the GPU machine when a carried program does not start
 #   MANIFEST.txt   commit, compiler, architectures, sizes, the newest glibc symbol versions used
 #
@@ -101,6 +101,11 @@ mkdir -p "$tp"
 if [[ -f $gtest_src/CMakeLists.txt ]]; then
   cp -r "$gtest_src" "$tp/googletest"
   rm -rf "$tp/googletest/googlemock/docs" "$tp/googletest/docs" 2>/dev/null || true
+fi
+hwy_include=${HWY_INCLUDE:-/usr/include}
+if [[ -f $hwy_include/hwy/highway.h ]]; then  # the CPU backend's SIMD headers (header-only)
+  mkdir -p "$tp/hwy/include"
+  cp -r "$hwy_include/hwy" "$tp/hwy/include/"
 fi
 if [[ -f $json_include/nlohmann/json.hpp ]]; then
   mkdir -p "$tp/nlohmann_json/include" "$tp/nlohmann_json/share/cmake/nlohmann_json"
