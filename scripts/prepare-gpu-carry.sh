@@ -51,7 +51,7 @@ echo "== configure $build (sm_$arch, static CUDA runtime, shared runner)"
 cmake -S "$root" -B "$build" "${generator[@]}" "${launcher[@]}" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CUDA_ARCHITECTURES="$arch" -DFUSEDKD_CUDA_STATIC_RUNTIME=ON -DFUSEDKD_CUDA_RUNNER_SHARED=ON \
   -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON -DFUSEDKD_BUILD_EXAMPLES=OFF -DFUSEDKD_BUILD_BENCHMARKS=ON \
-  -DFUSEDKD_NCCL_LIBRARY=FUSEDKD_NCCL_LIBRARY-NOTFOUND \
+  -DFUSEDKD_NCCL_LIBRARY=OFF \
   > "$build/configure.log" 2>&1 || { tail -30 "$build/configure.log"; exit 1; }
 grep -q "fusedkd: CUDA ON" "$build/configure.log" || { echo "prepare-gpu-carry: CUDA is off" >&2; exit 1; }
 echo "== build fusedkd_gpu_programs (-j$jobs)"
@@ -78,6 +78,7 @@ for f in "$carry"/bin/* "$carry"/lib/*.so; do
     [[ -z $path || ! -f $path ]] && continue
     case $name in
       libc.so*|libm.so*|libdl.so*|librt.so*|libpthread.so*|ld-linux*|libcuda.so*|libfusedkd_cuda_runner.so) continue ;;
+      libnccl*|libcublas*|libcudnn*) continue ;;  # far too big; the GPU machine's toolkit has its own
       libstdc++.so*|libgcc_s.so*) dest=$carry/lib/compat ;;
       *) dest=$carry/lib ;;
     esac
@@ -187,6 +188,11 @@ done
 [[ $probe_failed == 0 ]] || { echo "prepare-gpu-carry: a carried program does not start here" >&2; exit 1; }
 
 size=$(du -sb "$carry" | cut -f1)
+if (( size > 48 * 1024 * 1024 )); then
+  du -sh "$carry"/*/* | sort -h | tail -5 >&2
+  echo "prepare-gpu-carry: the carry is $(( size / 1024 / 1024 )) MiB, over the 48 MiB this script allows" >&2
+  exit 1
+fi
 tree=$(git -C "$root" ls-files -z | (cd "$root" && xargs -0 du -cb 2>/dev/null) | tail -1 | cut -f1)
 echo
 echo "gpu-carry: $(( size / 1024 / 1024 )) MiB ($size bytes); tracked tree: $(( tree / 1024 / 1024 )) MiB;" \
