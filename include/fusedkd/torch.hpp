@@ -248,6 +248,16 @@ struct Uskd {
 /// The (empty) sizes of a 0-dim tensor: the loss of mean and sum.
 inline at::IntArrayRef no_dims() { return {}; }
 
+/// One CPU call in element type T (float or double): the loss and gradients are T as well.
+template <typename Loss, typename T>
+Status cpu_call(const at::Tensor& a, const at::Tensor& b, const LabelView& y,
+                const typename Loss::Options& o, const at::Tensor& loss, const at::Tensor& ga,
+                const at::Tensor& gb) {
+  return Loss::template cpu<T>(view<const T, T>(a), view<const T, T>(b), y.labels, o,
+                               loss.data_ptr<T>(), ga.defined() ? view<T, T>(ga) : Matrix<T>(),
+                               gb.defined() ? view<T, T>(gb) : Matrix<T>());
+}
+
 template <typename Loss>
 Result run_cpu(const at::Tensor& a_in, const at::Tensor& b_in, const LabelView& y,
                const typename Loss::Options& o, bool want_grad) {
@@ -264,18 +274,8 @@ Result run_cpu(const at::Tensor& a_in, const at::Tensor& b_in, const LabelView& 
     ga = at::empty({n, c}, opts);
     if (Loss::kTwoGrads) gb = at::empty({n, c}, opts);
   }
-  Status s;
-  if (ct == at::kDouble) {
-    s = Loss::template cpu<double>(view<const double, double>(a), view<const double, double>(b),
-                                   y.labels, o, loss.data_ptr<double>(),
-                                   ga.defined() ? view<double, double>(ga) : Matrix<double>(),
-                                   gb.defined() ? view<double, double>(gb) : Matrix<double>());
-  } else {
-    s = Loss::template cpu<float>(view<const float, float>(a), view<const float, float>(b),
-                                  y.labels, o, loss.data_ptr<float>(),
-                                  ga.defined() ? view<float, float>(ga) : Matrix<float>(),
-                                  gb.defined() ? view<float, float>(gb) : Matrix<float>());
-  }
+  const Status s = ct == at::kDouble ? cpu_call<Loss, double>(a, b, y, o, loss, ga, gb)
+                                     : cpu_call<Loss, float>(a, b, y, o, loss, ga, gb);
   check_status(Loss::kName, s);
   Result r{loss.to(given), ga, gb};
   if (ct != given) {
