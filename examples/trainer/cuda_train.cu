@@ -295,17 +295,12 @@ RunResult train_run_cuda(Method method, const std::vector<int64_t>& sizes, const
   const Dataset& train = *in.train;
   const Dataset& test = *in.test;
   const int64_t n = train.n, dim = train.dim, C = kNumClasses;
-  const bool needs_teacher =
-      method == Method::kKD || method == Method::kDKD || method == Method::kNKD;
-  if (needs_teacher && (!in.teacher_logits || int64_t(in.teacher_logits->size()) != n * C)) {
-    throw std::runtime_error(std::string(method_name(method)) + " needs the teacher's logits");
-  }
+  const bool needs_teacher = uses_teacher(method, in);
   // The same random streams as train_run: the host network gives the initial weights.
-  Rng init_rng(seed, stream * 16 + 1), order_rng(seed, stream * 16 + 2),
-      weak_rng(seed, stream * 16 + 3);
-  Mlp host(sizes, init_rng);
+  RunStreams rng(seed, stream);
+  Mlp host(sizes, rng.init);
   Linear host_weak;
-  if (method == Method::kUSKD) host_weak = Linear(sizes[1], C, weak_rng);
+  if (method == Method::kUSKD) host_weak = Linear(sizes[1], C, rng.weak);
 
   const int64_t B = cfg.batch_size;
   Blas blas;
@@ -349,7 +344,7 @@ RunResult train_run_cuda(Method method, const std::vector<int64_t>& sizes, const
 
   int64_t step = 0;
   for (int epoch = 1; epoch <= cfg.epochs; ++epoch) {
-    order_rng.shuffle(order);
+    rng.order.shuffle(order);
     idx.upload(order.data(), order.size());
     double loss_sum = 0;
     int64_t correct = 0, seen = 0;

@@ -63,25 +63,29 @@ using fusedkd::matrix;
 
 }  // namespace
 
+bool uses_teacher(Method method, const RunInputs& in) {
+  const bool needs =
+      method == Method::kKD || method == Method::kDKD || method == Method::kNKD;
+  if (needs && (!in.teacher_logits || in.train == nullptr ||
+                int64_t(in.teacher_logits->size()) != in.train->n * kNumClasses)) {
+    throw std::runtime_error(std::string(method_name(method)) + " needs the teacher's logits");
+  }
+  return needs;
+}
+
 RunResult train_run(Method method, const std::vector<int64_t>& sizes, const TrainConfig& cfg,
                     const RunInputs& in, uint64_t seed, uint64_t stream, const std::string& label,
                     bool tty, Mlp* net_out) {
   const Dataset& train = *in.train;
   const Dataset& test = *in.test;
   const int64_t n = train.n, dim = train.dim, C = kNumClasses;
-  const bool needs_teacher =
-      method == Method::kKD || method == Method::kDKD || method == Method::kNKD;
-  if (needs_teacher && (!in.teacher_logits || int64_t(in.teacher_logits->size()) != n * C)) {
-    throw std::runtime_error(std::string(method_name(method)) + " needs the teacher's logits");
-  }
+  const bool needs_teacher = uses_teacher(method, in);
 
-  // Independent random streams: initial weights, batch order, the USKD weak head.
-  Rng init_rng(seed, stream * 16 + 1), order_rng(seed, stream * 16 + 2),
-      weak_rng(seed, stream * 16 + 3);
-  Mlp net(sizes, init_rng);
+  RunStreams rng(seed, stream);
+  Mlp net(sizes, rng.init);
   // USKD's weak classifier: a linear layer on the first hidden layer's activations.
   Linear weak;
-  if (method == Method::kUSKD) weak = Linear(sizes[1], C, weak_rng);
+  if (method == Method::kUSKD) weak = Linear(sizes[1], C, rng.weak);
 
   const int64_t B = cfg.batch_size;
   const int64_t batches = (n + B - 1) / B;
@@ -100,7 +104,7 @@ RunResult train_run(Method method, const std::vector<int64_t>& sizes, const Trai
 
   int64_t step = 0;
   for (int epoch = 1; epoch <= cfg.epochs; ++epoch) {
-    order_rng.shuffle(order);
+    rng.order.shuffle(order);
     double loss_sum = 0;
     int64_t correct = 0, seen = 0;
 

@@ -10,6 +10,7 @@
 #include "fusedkd/nkd.hpp"
 #include "fusedkd/uskd.hpp"
 #include "mlp.hpp"
+#include "rng.hpp"
 
 namespace trainer {
 
@@ -52,6 +53,18 @@ struct RunInputs {
   const Dataset* test = nullptr;
   /// Teacher logits for `train` ([n, 10]); needed by KD, DKD and NKD.
   const std::vector<float>* teacher_logits = nullptr;
+};
+
+/// Whether `method` reads the teacher's logits (KD, DKD, NKD). Throws std::runtime_error when it
+/// does and `in` lacks them for some training row. Shared by train_run and train_run_cuda.
+bool uses_teacher(Method method, const RunInputs& in);
+
+/// A run's independent random streams: the initial weights, the batch order and USKD's weak
+/// head. train_run and train_run_cuda both draw from them, so the two devices start alike.
+struct RunStreams {
+  Rng init, order, weak;
+  RunStreams(uint64_t seed, uint64_t stream)
+      : init(seed, stream * 16 + 1), order(seed, stream * 16 + 2), weak(seed, stream * 16 + 3) {}
 };
 
 /// Trains a fresh MLP of `sizes` with `method` and returns its per-epoch history. The initial
