@@ -45,6 +45,11 @@ command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 
+# The host code is built for a portable x86-64 level, not -march=native: this machine's CPU
+# (AVX-512 with FP16) may have instructions the GPU machine's host CPU lacks. x86-64-v3 plus
+# AES/PCLMUL is what Highway's AVX2 target needs. Override with HOST_MARCH.
+host_march=${HOST_MARCH:--march=x86-64-v3 -maes -mpclmul}
+
 # ---- build ----------------------------------------------------------------------------------------
 mkdir -p "$build"
 echo "== configure $build (sm_$arch, static CUDA runtime, shared runner)"
@@ -52,6 +57,7 @@ cmake -S "$root" -B "$build" "${generator[@]}" "${launcher[@]}" -DCMAKE_BUILD_TY
   -DCMAKE_CUDA_ARCHITECTURES="$arch" -DFUSEDKD_CUDA_STATIC_RUNTIME=ON -DFUSEDKD_CUDA_RUNNER_SHARED=ON \
   -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON -DFUSEDKD_BUILD_EXAMPLES=OFF -DFUSEDKD_BUILD_BENCHMARKS=ON \
   -DFUSEDKD_NCCL_LIBRARY=OFF \
+  -DFUSEDKD_NATIVE=OFF -DCMAKE_CXX_FLAGS="$host_march" \
   > "$build/configure.log" 2>&1 || { tail -30 "$build/configure.log"; exit 1; }
 grep -q "fusedkd: CUDA ON" "$build/configure.log" || { echo "prepare-gpu-carry: CUDA is off" >&2; exit 1; }
 echo "== build fusedkd_gpu_programs (-j$jobs)"
