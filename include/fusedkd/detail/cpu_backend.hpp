@@ -351,6 +351,18 @@ struct KeptExps {
   }
 };
 
+/// The checks a teacher loss's row count and class count finish with (whole rows or a slice,
+/// cpu_shard.hpp): a soft-label stride that fits, then C >= 2 and C within int32.
+inline Status check_soft_stride_and_classes(const Labels& labels, int64_t n, int64_t c) {
+  if (labels.is_soft() && (labels.stride < 0 || (labels.stride > 0 && labels.stride < c) ||
+                           !extent_fits(n, c, labels.stride > 0 ? labels.stride : c, sizeof(float)))) {
+    return Status::kShapeMismatch;
+  }
+  if (c < 2) return Status::kTooFewClasses;
+  if (c > INT32_MAX) return Status::kNotSupported;
+  return Status::kSuccess;
+}
+
 /// Validation shared by the teacher losses (NKD, KD, DKD) and USKD, by both backends: shapes,
 /// strides (none may reach past the address space), pointers, the common options in the range
 /// of the computation type acc_t<T>, the enums.
@@ -366,13 +378,7 @@ Status check_pair(const Matrix<const T>& z, const Matrix<const T>& v, const Labe
   if (s == Status::kSuccess) s = check_common<acc_t<T>>(o, labels, labels_optional);
   if (s != Status::kSuccess) return s;
   if (loss == nullptr) return Status::kNullPointer;
-  if (labels.is_soft() && (labels.stride < 0 || (labels.stride > 0 && labels.stride < c) ||
-                           !extent_fits(n, c, labels.stride > 0 ? labels.stride : c, sizeof(float)))) {
-    return Status::kShapeMismatch;
-  }
-  if (c < 2) return Status::kTooFewClasses;
-  if (c > INT32_MAX) return Status::kNotSupported;
-  return Status::kSuccess;
+  return check_soft_stride_and_classes(labels, n, c);
 }
 
 /// The gradient pass of a teacher loss's row over [b, e) from the statistics' exponentials (see

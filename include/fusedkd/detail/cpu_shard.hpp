@@ -82,13 +82,7 @@ Status shard_check(const Matrix<const T>& z, const Matrix<const T>& v, const Lab
   if (s != Status::kSuccess) return s;
   if (out == nullptr) return Status::kNullPointer;
   if (sh.first < 0 || sh.first > c - w) return Status::kShapeMismatch;
-  if (labels.is_soft() && (labels.stride < 0 || (labels.stride > 0 && labels.stride < c) ||
-                           !extent_fits(n, c, labels.stride > 0 ? labels.stride : c, sizeof(float)))) {
-    return Status::kShapeMismatch;
-  }
-  if (c < 2) return Status::kTooFewClasses;
-  if (c > INT32_MAX) return Status::kNotSupported;
-  return Status::kSuccess;
+  return check_soft_stride_and_classes(labels, n, c);
 }
 
 /// shard_check, then the targets (global class indices) and the count of non-ignored rows.
