@@ -263,10 +263,11 @@ SplitStats<A> row_stats(const A* x, int32_t c, const RowTargets<A>& tg, A inv, b
 template <bool One, bool Two, class D>
 FUSEDKD_INLINE void exp_run(D d, const hn::TFromD<D>* x, int32_t lo, int32_t hi, hn::Vec<D> vm,
                             hn::Vec<D> vinv, hn::TFromD<D>* e1, hn::TFromD<D>* et,
-                            hn::Vec<D>& sum1, hn::Vec<D>& sumt) {
+                            hn::Vec<D>& sum1, hn::Vec<D>& sumt, const hn::TFromD<D>* ahead) {
   const int32_t lanes = static_cast<int32_t>(hn::Lanes(d));
   int32_t i = lo;
   for (; i + lanes <= hi; i += lanes) {
+    hwy::Prefetch(ahead + i);
     const auto diff = hn::Sub(hn::LoadU(d, x + i), vm);
     if (One) {
       const auto e = exp_lanes(d, diff);
@@ -300,10 +301,11 @@ FUSEDKD_INLINE void exp_run(D d, const hn::TFromD<D>* x, int32_t lo, int32_t hi,
 /// non-target classes, then their exponentials relative to it, summed and stored (e1: scale 1,
 /// when `unit` or `!two`; et: scale inv, when `two`), 0 at the targets. Two reads of the row
 /// (the second from cache at any C that fits L2) instead of row_stats' one, and no exponential
-/// in the gradient pass.
+/// in the gradient pass. `ahead`: c values that a later pass reads (the other input's row, the
+/// next row), fetched into the cache meanwhile (x itself when there is none).
 template <typename A>
 SplitStats<A> row_stats_kept(const A* x, int32_t c, const RowTargets<A>& tg, A inv, bool two,
-                             bool unit, A* e1, A* et) {
+                             bool unit, A* e1, A* et, const A* ahead) {
   const Tag<A> d;
   const NonTargetRuns runs(0, c, tg.t1, tg.t2);
   SplitStats<A> st;
@@ -313,11 +315,11 @@ SplitStats<A> row_stats_kept(const A* x, int32_t c, const RowTargets<A>& tg, A i
   auto sum1 = hn::Zero(d), sumt = hn::Zero(d);
   for (int k = 0; k < runs.count; ++k) {
     if (one && two) {
-      exp_run<true, true>(d, x, runs.lo[k], runs.hi[k], vm, vinv, e1, et, sum1, sumt);
+      exp_run<true, true>(d, x, runs.lo[k], runs.hi[k], vm, vinv, e1, et, sum1, sumt, ahead);
     } else if (two) {
-      exp_run<false, true>(d, x, runs.lo[k], runs.hi[k], vm, vinv, e1, et, sum1, sumt);
+      exp_run<false, true>(d, x, runs.lo[k], runs.hi[k], vm, vinv, e1, et, sum1, sumt, ahead);
     } else {
-      exp_run<true, false>(d, x, runs.lo[k], runs.hi[k], vm, vinv, e1, et, sum1, sumt);
+      exp_run<true, false>(d, x, runs.lo[k], runs.hi[k], vm, vinv, e1, et, sum1, sumt, ahead);
     }
   }
   st.s1 = sum_lanes(d, sum1);
@@ -386,7 +388,7 @@ Status check_pair(const Matrix<const T>& z, const Matrix<const T>& v, const Labe
 /// of the row's loss terms there.
 template <bool Write, typename A, typename Row>
 FUSEDKD_INLINE A pair_chunk_kept(const A* z, const A* v, A* g, const KeptExps<A>& k, int32_t b,
-                                 int32_t e, const Row& row, A factor) {
+                                 int32_t e, const Row& row, A factor, const A* ahead) {
   using L = Lanes<A>;
   const Tag<A> d;
   const size_t lanes = hn::Lanes(d);
@@ -394,6 +396,7 @@ FUSEDKD_INLINE A pair_chunk_kept(const A* z, const A* v, A* g, const KeptExps<A>
   L acc(A(0));
   for (int32_t i = b; i < e; i += static_cast<int32_t>(lanes)) {
     const size_t n = std::min(lanes, static_cast<size_t>(e - i));
+    hwy::Prefetch(ahead + i);
     const StatExps<L> ex{L(load_n(d, k.z1 + i, n)), L(load_n(d, k.zt + i, n)),
                          L(load_n(d, k.v1 + i, n)), L(load_n(d, k.vt + i, n))};
     L part(A(0));
@@ -447,14 +450,19 @@ double pair_pass(const A* z, const A* v, A* g, int32_t c, int64_t first, const R
 /// teacher's scale-1 sums are wanted (see row_stats).
 template <typename A, typename MakeRow>
 double pair_row(const A* z, const A* v, A* g, int32_t c, const RowTargets<A>& tg, A inv, bool two,
-                const bool unit[2], A factor, const KeptExps<A>& k, const MakeRow& make_row) {
-  const auto row = make_row(row_stats_kept(z, c, tg, inv, two, unit[0], k.z1, k.zt),
-                            row_stats_kept(v, c, tg, inv, two, unit[1], k.v1, k.vt), tg);
+                const bool unit[2], A factor, const KeptExps<A>& k, const MakeRow& make_row,
+                const A* next_z, const A* next_v) {
+  // Each pass fetches what the one after it reads first: v during z's exponentials, the next
+  // row's z during v's, the next row's v during the gradient pass. The row's first read from
+  // memory then overlaps the exponentials instead of stalling the max loop.
+  const SplitStats<A> zs = row_stats_kept(z, c, tg, inv, two, unit[0], k.z1, k.zt, v);
+  const SplitStats<A> vs = row_stats_kept(v, c, tg, inv, two, unit[1], k.v1, k.vt, next_z);
+  const auto row = make_row(zs, vs, tg);
   double total = 0.0;
   for (int32_t b = 0; b < c; b += kChunk) {
     const int32_t e = c - b > kChunk ? b + kChunk : c;
-    const A acc = g != nullptr ? pair_chunk_kept<true>(z, v, g, k, b, e, row, factor)
-                               : pair_chunk_kept<false>(z, v, g, k, b, e, row, factor);
+    const A acc = g != nullptr ? pair_chunk_kept<true>(z, v, g, k, b, e, row, factor, next_v)
+                               : pair_chunk_kept<false>(z, v, g, k, b, e, row, factor, next_v);
     total += static_cast<double>(acc);
   }
   return static_cast<double>(row.loss(A(total)));
@@ -510,8 +518,9 @@ FUSEDKD_PARALLEL_ROWS(n * c)
       continue;
     }
     const KeptExps<A> k(kept.get() + thread * kept_size, c, two, unit);
+    const bool last = r + 1 == n;
     row_loss[r] = pair_row(zr, vr, gr, static_cast<int32_t>(c), tg, inv, two, unit, factor, k,
-                           make_row);
+                           make_row, last ? vr : z.row(r + 1), last ? zr : v.row(r + 1));
   }
   write_loss(o, row_loss.get(), n, active, loss);
   return Status::kSuccess;

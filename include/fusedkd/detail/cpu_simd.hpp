@@ -30,6 +30,7 @@
     !defined(HWY_COMPILE_ONLY_EMU128)
 #define HWY_COMPILE_ONLY_EMU128
 #endif
+#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
 
