@@ -134,40 +134,54 @@ TEST(HostMath, RowStatsSkipTheTargetsOfEveryChunk) {
   EXPECT_EQ(st.x2, 50.0f);
 }
 
-/// USKD's radix sort against std::stable_sort of the same rank_bits, and the order itself:
-/// descending by value, -0 equal to +0, NaN last.
+/// USKD's rank sorts against std::stable_sort of the same rank_bits, and the order itself:
+/// descending by value, -0 equal to +0, NaN last. Both the exact radix sort and ranks_of_keys
+/// (the quantized sort where it applies, else the radix sort) are checked; returns whether the
+/// quantized sort took the keys.
 template <typename A>
-void check_rank_sort(const std::vector<A>& keys, const std::string& what) {
+bool check_rank_sort(const std::vector<A>& keys, const std::string& what) {
   using Entry = fusedkd::detail::RankEntry<A>;
   const int32_t n = static_cast<int32_t>(keys.size());
   std::vector<Entry> buf(2 * keys.size());
   for (int32_t i = 0; i < n; ++i) buf[i] = {fusedkd::detail::rank_bits(keys[i]), i};
-  // The vector form of rank_bits agrees with the scalar one.
-  namespace hn = fusedkd::detail::hn;
-  const fusedkd::detail::Tag<A> d;
-  const hn::RebindToUnsigned<decltype(d)> du;
-  std::vector<fusedkd::detail::RankBits<A>> lane_bits(keys.size());
-  for (size_t i = 0; i < keys.size(); i += hn::Lanes(d)) {
-    const size_t k = std::min(hn::Lanes(d), keys.size() - i);
-    const auto b = fusedkd::detail::rank_bits_lanes(d, fusedkd::detail::load_n(d, keys.data() + i, k));
-    fusedkd::detail::store_n(du, b, lane_bits.data() + i, k);
-  }
-  for (int32_t i = 0; i < n; ++i) ASSERT_EQ(lane_bits[i], buf[i].key) << what << ", key " << i;
   std::vector<Entry> want(buf.begin(), buf.begin() + n);
   std::stable_sort(want.begin(), want.end(),
                    [](const Entry& a, const Entry& b) { return a.key < b.key; });
   const Entry* got = fusedkd::detail::radix_sort(buf.data(), buf.data() + n, n);
   for (int32_t p = 0; p < n; ++p) {
-    ASSERT_EQ(got[p].index, want[p].index) << what << ", position " << p;
+    EXPECT_EQ(got[p].index, want[p].index) << what << ", position " << p;
+    if (got[p].index != want[p].index) return false;
     if (p == 0) continue;
     const A prev = keys[got[p - 1].index], cur = keys[got[p].index];
     if (std::isnan(prev)) {
-      ASSERT_TRUE(std::isnan(cur)) << what << ": NaN before a number at position " << p;
+      EXPECT_TRUE(std::isnan(cur)) << what << ": NaN before a number at position " << p;
     } else if (!std::isnan(cur)) {
-      ASSERT_GE(prev, cur) << what << ", position " << p;
-      if (prev == cur) ASSERT_LT(got[p - 1].index, got[p].index) << what << ": a tie out of order";
+      EXPECT_GE(prev, cur) << what << ", position " << p;
+      if (prev == cur) EXPECT_LT(got[p - 1].index, got[p].index) << what << ": a tie out of order";
     }
   }
+  // ranks_of_keys, given the range the way rank_keys finds it.
+  fusedkd::detail::KeyRange<A> range{keys[0], keys[0], A(0)};
+  for (const A k : keys) {
+    range.lo = std::min(range.lo, k);
+    range.hi = std::max(range.hi, k);
+    range.sum += k;
+  }
+  std::vector<uint32_t> packed(2 * keys.size());
+  std::vector<A> rank(keys.size(), A(-1));
+  const bool quantized = fusedkd::detail::quantized_ranks(keys.data(), n, range, packed.data(),
+                                                          packed.data() + n, rank.data());
+  std::vector<Entry> entries(2 * keys.size());
+  fusedkd::detail::RankScratch<A> sc{nullptr, packed.data(), entries.data(), rank.data(), nullptr,
+                                     nullptr};
+  std::fill(rank.begin(), rank.end(), A(-1));
+  fusedkd::detail::ranks_of_keys(keys.data(), n, range, sc);
+  for (int32_t p = 0; p < n; ++p) {
+    EXPECT_EQ(rank[want[p].index], A(p + 1)) << what << ": rank of class " << want[p].index
+                                             << (quantized ? " (quantized sort)" : " (radix sort)");
+    if (rank[want[p].index] != A(p + 1)) break;
+  }
+  return quantized;
 }
 
 template <typename A>
@@ -176,17 +190,36 @@ void check_rank_sorts() {
   std::mt19937_64 gen(17);
   std::normal_distribution<A> normal(A(0), A(3));
   std::uniform_real_distribution<A> unit(A(0), A(1));
-  for (int n : {1, 2, 3, 1000, 5000}) {
+  const bool is_float = std::is_same<A, float>::value;
+  for (int n : {1, 2, 3, 100, 1000, 4096, 4097, 5000}) {
     const std::string at = " (n " + std::to_string(n) + ")";
+    const bool small = n > 1 && n <= 4096;  // where the quantized sort may take float keys
     std::vector<A> k(static_cast<size_t>(n));
     std::fill(k.begin(), k.end(), A(1.5));
-    check_rank_sort(k, "all equal" + at);
+    EXPECT_FALSE(check_rank_sort(k, "all equal" + at));
     for (int i = 0; i < n; ++i) k[i] = i % 3 == 0 ? A(-2) : A(7);
-    check_rank_sort(k, "two values" + at);
+    const bool many = n - (n + 2) / 3 > 64;  // more than 64 sevens: the radix sort takes the row
+    EXPECT_EQ(check_rank_sort(k, "two values" + at), is_float && small && !many);
     for (A& v : k) v = A(1) + A(0.9) * unit(gen);
-    check_rank_sort(k, "one binade" + at);
+    EXPECT_EQ(check_rank_sort(k, "one binade" + at), is_float && small);
     for (A& v : k) v = normal(gen);
-    check_rank_sort(k, "normal" + at);
+    EXPECT_EQ(check_rank_sort(k, "normal" + at), is_float && small);
+    // Keys that share 16-bit levels: clusters of 1 to 5 keys a few ulps apart, exact ties
+    // among them, in shuffled class order; the insertion pass must order each level.
+    for (int i = 0; i < n; ++i) {
+      const A base = A(i / 5) * A(3) / A(n);
+      k[i] = base + A(i % 5 == 4 ? 0 : i % 5) * A(1e-6);
+    }
+    std::shuffle(k.begin(), k.end(), gen);
+    EXPECT_EQ(check_rank_sort(k, "crowded levels" + at), is_float && small);
+    // 100 keys in one level between two distant ones: past the insertion pass's limit.
+    if (n >= 102) {
+      for (int i = 0; i < n; ++i) k[i] = A(1) + A(i % 100) * A(1e-7);
+      k[0] = A(-1000);
+      k[1] = A(1000);
+      EXPECT_FALSE(check_rank_sort(k, "one crowded level" + at));
+    }
+    for (A& v : k) v = normal(gen);
     for (int i = 0; i < n; ++i) k[i] = k[i / 2];  // runs of ties
     k[0] = A(0);
     if (n > 1) k[n - 1] = -A(0);
@@ -197,6 +230,17 @@ void check_rank_sorts() {
       k[n / 2] = std::numeric_limits<A>::quiet_NaN();
     }
     check_rank_sort(k, "ties, zeros, infinities, NaN" + at);
+    if (n > 5) {
+      k[3] = k[n / 2] = A(0.5);
+      EXPECT_FALSE(check_rank_sort(k, "ties, zeros, infinities" + at));
+      k[1] = std::numeric_limits<A>::max();
+      k[2] = std::numeric_limits<A>::lowest();
+      EXPECT_FALSE(check_rank_sort(k, "a range past the largest value" + at));
+      k[1] = A(1e-38);
+      k[2] = A(1.00001e-38);
+      for (int i = 3; i < n; ++i) k[i] = A(1e-38);
+      EXPECT_FALSE(check_rank_sort(k, "a range whose inverse overflows" + at));
+    }
     for (A& v : k) {  // every bit pattern, so every pass
       const Bits b = static_cast<Bits>(gen());
       std::memcpy(&v, &b, sizeof v);

@@ -232,9 +232,12 @@ struct NonTargetRuns {
 /// the targets, so they carry no per-element target test.
 /// `unit`: whether the scale-1 sum is wanted (KD and DKD read only the 1/T sums, but for their
 /// student's cross-entropy).
+/// `ahead`: c values that the caller reads next (the other input's row, the next row),
+/// fetched into the cache while the exponentials are taken (null: none).
 template <typename A>
 SplitStats<A> row_stats(const A* x, int32_t c, const RowTargets<A>& tg, A inv, bool two,
-                        bool unit = true) {
+                        bool unit = true, const A* ahead = nullptr) {
+  if (ahead == nullptr) ahead = x;
   const int32_t t1 = tg.t1, t2 = tg.t2;
   SplitStats<A> st;
   for (int32_t b = 0; b < c; b += kChunk) {
@@ -248,8 +251,9 @@ SplitStats<A> row_stats(const A* x, int32_t c, const RowTargets<A>& tg, A inv, b
     for (int k = 0; k < runs.count; ++k) {
       const A* xk = x + runs.lo[k];
       const int32_t nk = runs.hi[k] - runs.lo[k];
-      if (unit || !two) part.s1 += sum_exp(xk, nk, part.m, A(1));
-      if (two) part.st += sum_exp(xk, nk, part.m, inv);
+      const A* ak = ahead + runs.lo[k];
+      if (unit || !two) part.s1 += sum_exp(xk, nk, part.m, A(1), ak);
+      if (two) part.st += sum_exp(xk, nk, part.m, inv, ak);
     }
     st.merge(part, inv, two);
   }

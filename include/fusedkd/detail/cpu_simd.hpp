@@ -7,8 +7,7 @@
 // - Lanes<A>: one vector of A with the arithmetic the shared row formulas of core.hpp use, so a
 //   loss's `elements` template runs on a whole vector (fk_exp, choose and is_zero overloads);
 // - loads and stores of the last, partial vector of a run, without reading or writing past it;
-// - max_of and sum_exp, the statistics pass's two loops;
-// - rank_bits_lanes, USKD's rank keys as sortable bits.
+// - max_of and sum_exp, the statistics pass's two loops.
 #pragma once
 
 #include <algorithm>
@@ -162,15 +161,18 @@ FUSEDKD_INLINE A max_of(const A* x, int32_t n, A m) {
   return hn::GetLane(hn::MaxOfLanes(d, hn::Max(hn::Max(m0, m1), hn::Max(m2, m3))));
 }
 
-/// sum of exp((x[i] - m) * inv) over [0, n).
+/// sum of exp((x[i] - m) * inv) over [0, n); meanwhile fetches ahead[0, n) into the cache (a
+/// row the caller reads next; null: none).
 template <typename A>
-FUSEDKD_INLINE A sum_exp(const A* x, int32_t n, A m, A inv) {
+FUSEDKD_INLINE A sum_exp(const A* x, int32_t n, A m, A inv, const A* ahead = nullptr) {
+  if (ahead == nullptr) ahead = x;
   const Tag<A> d;
   const size_t lanes = hn::Lanes(d);
   const auto vm = hn::Set(d, m), vinv = hn::Set(d, inv);
   auto acc = hn::Zero(d);
   int32_t i = 0;
   for (; i + static_cast<int32_t>(lanes) <= n; i += static_cast<int32_t>(lanes)) {
+    hwy::Prefetch(ahead + i);
     acc = hn::Add(acc, exp_lanes(d, hn::Mul(hn::Sub(hn::LoadU(d, x + i), vm), vinv)));
   }
   if (i < n) {
@@ -179,22 +181,6 @@ FUSEDKD_INLINE A sum_exp(const A* x, int32_t n, A m, A inv) {
     acc = hn::Add(acc, hn::IfThenElseZero(hn::FirstN(d, k), e));
   }
   return sum_lanes(d, acc);
-}
-
-/// The sort key of rank values, lane by lane: unsigned bits whose ascending order is the values'
-/// descending order; -0 and +0 get the same bits, NaN sorts last (all ones). The vector form of
-/// rank_bits in cpu_uskd.hpp.
-template <class D>
-FUSEDKD_INLINE hn::Vec<hn::RebindToUnsigned<D>> rank_bits_lanes(D d, hn::Vec<D> k) {
-  const hn::RebindToUnsigned<D> du;
-  using U = hn::TFromD<decltype(du)>;
-  constexpr int kTop = 8 * sizeof(U) - 1;
-  k = hn::Add(k, hn::Zero(d));  // -0 becomes +0
-  const auto b = hn::BitCast(du, k);
-  const auto sign = hn::Set(du, static_cast<U>(U(1) << kTop));
-  const auto ascending = hn::Xor(b, hn::Or(hn::Sub(hn::Zero(du), hn::ShiftRight<kTop>(b)), sign));
-  return hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(k)), hn::Set(du, static_cast<U>(~U(0))),
-                        hn::Not(ascending));
 }
 
 }  // namespace detail

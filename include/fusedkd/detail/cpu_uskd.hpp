@@ -96,53 +96,155 @@ RankEntry<A>* radix_sort(RankEntry<A>* a, RankEntry<A>* tmp, int32_t n) {
 /// Per-thread scratch of the rank pass, for one row of c classes.
 template <typename A>
 struct RankScratch {
-  RankEntry<A>* entries;  ///< 2c rank entries (the radix sort's two buffers)
+  A* key;                 ///< R_i, the rank key of class i
+  uint32_t* packed;       ///< 2c words: the quantized sort's two buffers
+  RankEntry<A>* entries;  ///< 2c rank entries: the exact radix sort's two buffers
   A* rank;                ///< rank of class i (1-based), as A
   A* w_prob;              ///< W_i, from the rank keys
   A* s_prob;              ///< S_i, from the rank keys (paper mode only)
 };
 
-/// The rank entries {rank_bits(R_i), i} of all c classes, in class order (the radix sort is
-/// stable: ties keep that order), the keys a vector of lanes at a time; W_i (and S_i in paper
-/// mode) kept for the gradient pass.
+/// What rank_keys learns of a row's keys on the way: the smallest and largest, and their sum
+/// (not finite when a key is NaN or infinite, or the keys are huge).
+template <typename A>
+struct KeyRange {
+  A lo, hi, sum;
+};
+
+/// The rank keys R_i of all c classes into sc.key, a vector of lanes at a time, with their
+/// range; W_i (and S_i in paper mode) kept for the gradient pass. `ahead`: c values read next
+/// (the next row), fetched into the cache meanwhile.
 template <bool Paper, typename A>
-void rank_entries(const A* z, const A* w, int32_t c, const UskdRankKey<A>& key,
-                  const RankScratch<A>& sc) {
+KeyRange<A> rank_keys(const A* z, const A* w, int32_t c, const UskdRankKey<A>& key,
+                      const RankScratch<A>& sc, const A* ahead) {
   using L = Lanes<A>;
   const Tag<A> d;
-  const hn::RebindToUnsigned<decltype(d)> du;
   const size_t lanes = hn::Lanes(d);
-  alignas(64) RankBits<A> bits[kMaxLaneBytes / sizeof(A)];
+  auto lo = hn::Set(d, max_finite<A>()), hi = hn::Set(d, lowest<A>()), sum = hn::Zero(d);
   for (int32_t i = 0; i < c; i += static_cast<int32_t>(lanes)) {
     const size_t n = std::min(lanes, static_cast<size_t>(c - i));
+    hwy::Prefetch(ahead + i);
     L wp(A(0)), sp(A(0));
     const L k = key.template eval<Paper>(L(load_n(d, z + i, n)), L(load_n(d, w + i, n)), wp, sp);
     store_n(d, wp.v, sc.w_prob + i, n);
     if (Paper) store_n(d, sp.v, sc.s_prob + i, n);
-    hn::StoreU(rank_bits_lanes(d, k.v), du, bits);
-    for (size_t e = 0; e < n; ++e) sc.entries[i + e] = {bits[e], i + static_cast<int32_t>(e)};
+    store_n(d, k.v, sc.key + i, n);
+    // the missing lanes of a partial vector repeat a key of the row: the range stays the row's
+    lo = hn::Min(lo, k.v);
+    hi = hn::Max(hi, k.v);
+    sum = hn::Add(sum, k.v);  // NaN and infinities reach it (Min and Max may drop a NaN)
+  }
+  return {hn::GetLane(hn::MinOfLanes(d, lo)), hn::GetLane(hn::MaxOfLanes(d, hi)), sum_lanes(d, sum)};
+}
+
+/// The quantized rank sort, the usual case: each key becomes a 16-bit level q = (hi - R) *
+/// 65535 / (hi - lo), monotone (a larger key never gets a larger level, equal keys get the
+/// same), packed with its class index as q << 16 | i and sorted by q in two 8-bit LSD radix
+/// passes (256 counters each, summed in one loop). The keys of one level are then adjacent and
+/// still in class order; the few levels that hold more than one key are put in the exact order
+/// (R descending, ties by the lower index) by an insertion pass. Writes rank[i] and returns
+/// true; returns false where the exact radix sort must do the row (and rewrite every rank):
+/// double keys, more than 4096 classes (with fewer than 16 levels per key, shared levels get
+/// common: C = 32000 takes 1.3x the radix sort's time), a non-finite or empty range, or a level
+/// holding more than 64 keys (keys that are all but a few equal, which the insertion pass
+/// would take quadratic time over).
+template <typename A>
+bool quantized_ranks(const A* key, int32_t c, const KeyRange<A>& range, uint32_t* a,
+                     uint32_t* tmp, A* rank) {
+  if constexpr (!std::is_same<A, float>::value) {
+    return false;
+  } else {
+    constexpr int32_t kMaxRun = 64;
+    const float width = range.hi - range.lo, scale = 65535.0f / width;
+    if (c > 4096 || !(range.sum - range.sum == 0.0f) || !(width > 0.0f) ||
+        !(width <= max_finite<float>()) || !(scale <= max_finite<float>())) {
+      return false;
+    }
+    const Tag<float> d;
+    const hn::RebindToSigned<decltype(d)> di;
+    const int32_t lanes = static_cast<int32_t>(hn::Lanes(d));
+    const auto vhi = hn::Set(d, range.hi), vscale = hn::Set(d, scale);
+    const auto top = hn::Set(di, 65535), ids = lane_ids(d);
+    int32_t i = 0;
+    for (; i + lanes <= c; i += lanes) {
+      const auto q = hn::Min(hn::ConvertTo(di, hn::Mul(hn::Sub(vhi, hn::LoadU(d, key + i)), vscale)), top);
+      const auto word = hn::Or(hn::ShiftLeft<16>(q), hn::Add(ids, hn::Set(di, i)));
+      hn::StoreU(word, di, reinterpret_cast<int32_t*>(a + i));
+    }
+    for (; i < c; ++i) {
+      const int32_t q = static_cast<int32_t>((range.hi - key[i]) * scale);
+      a[i] = static_cast<uint32_t>(q < 65535 ? q : 65535) << 16 | static_cast<uint32_t>(i);
+    }
+    int32_t low[256] = {}, high[256] = {};
+    for (i = 0; i < c; ++i) {
+      ++low[(a[i] >> 16) & 255u];
+      ++high[a[i] >> 24];
+    }
+    for (int32_t b = 0, sl = 0, sh = 0; b < 256; ++b) {
+      const int32_t kl = low[b], kh = high[b];
+      low[b] = sl;
+      high[b] = sh;
+      sl += kl;
+      sh += kh;
+    }
+    for (i = 0; i < c; ++i) tmp[low[(a[i] >> 16) & 255u]++] = a[i];
+    for (i = 0; i < c; ++i) {  // the last pass also gives each class its rank by level
+      const uint32_t e = tmp[i];
+      const int32_t p = high[e >> 24]++;
+      a[p] = e;
+      rank[e & 0xffffu] = static_cast<float>(p + 1);
+    }
+    // Levels that hold more than one key: insertion by R (descending; the class order that the
+    // stable passes kept breaks ties), and the moved classes' ranks rewritten.
+    int32_t run = 1;
+    for (int32_t p = 1; p < c; ++p) {
+      const uint32_t e = a[p];
+      if ((e >> 16) != (a[p - 1] >> 16)) {
+        run = 1;
+        continue;
+      }
+      if (++run > kMaxRun) return false;
+      const float r = key[e & 0xffffu];
+      int32_t j = p;
+      for (; j > p - run + 1 && key[a[j - 1] & 0xffffu] < r; --j) {
+        a[j] = a[j - 1];
+        rank[a[j] & 0xffffu] = static_cast<float>(j + 1);
+      }
+      a[j] = e;
+      rank[e & 0xffffu] = static_cast<float>(j + 1);
+    }
+    return true;
   }
 }
 
-/// rank[i] = 1-based position of class i when all classes are sorted by their rank key,
-/// descending, ties by the lower index; also fills w_prob (and s_prob in paper mode).
+/// rank[i] = 1-based position of class i when all c classes are sorted by their key,
+/// descending, ties by the lower index: the quantized sort where it applies, else the exact
+/// radix sort of the keys' rank_bits.
 template <typename A>
-void zipf_ranks(const A* z, const A* w, int32_t c, const UskdRankKey<A>& key,
-                const RankScratch<A>& sc) {
-  if (key.paper) {
-    rank_entries<true>(z, w, c, key, sc);
-  } else {
-    rank_entries<false>(z, w, c, key, sc);
-  }
+void ranks_of_keys(const A* key, int32_t c, const KeyRange<A>& range, const RankScratch<A>& sc) {
+  if (quantized_ranks(key, c, range, sc.packed, sc.packed + c, sc.rank)) return;
+  for (int32_t i = 0; i < c; ++i) sc.entries[i] = {rank_bits(key[i]), i};
   const RankEntry<A>* sorted = radix_sort(sc.entries, sc.entries + c, c);
   for (int32_t p = 0; p < c; ++p) sc.rank[sorted[p].index] = A(p + 1);
 }
 
+/// The Zipf ranks of a row (see ranks_of_keys), from the rank keys of z and w; also fills
+/// w_prob (and s_prob in paper mode). `ahead`: c values read next, fetched meanwhile.
+template <typename A>
+void zipf_ranks(const A* z, const A* w, int32_t c, const UskdRankKey<A>& key,
+                const RankScratch<A>& sc, const A* ahead) {
+  const KeyRange<A> range = key.paper ? rank_keys<true>(z, w, c, key, sc, ahead)
+                                      : rank_keys<false>(z, w, c, key, sc, ahead);
+  ranks_of_keys(sc.key, c, range, sc);
+}
+
 /// The gradient pass of one USKD row: writes dz, dw (when Write) and adds the row's sums of
 /// Zhat*log Shat and q*log W to sums[0], sums[1] (per chunk in A, across chunks in double).
+/// `ahead`: c values read next (the next row), fetched into the cache meanwhile.
 template <bool Soft, bool Write, bool Paper, typename A>
 void uskd_pass(const A* z, const A* w, const float* y, A* gz, A* gw, int32_t c,
-               const UskdRow<A>& row, const RankScratch<A>& sc, A factor, double* sums) {
+               const UskdRow<A>& row, const RankScratch<A>& sc, A factor, double* sums,
+               const A* ahead) {
   using L = Lanes<A>;
   const Tag<A> d;
   const size_t lanes = hn::Lanes(d);
@@ -153,6 +255,7 @@ void uskd_pass(const A* z, const A* w, const float* y, A* gz, A* gw, int32_t c,
     L acc_non(A(0)), acc_weak(A(0));
     for (int32_t i = b; i < e; i += static_cast<int32_t>(lanes)) {
       const size_t n = std::min(lanes, static_cast<size_t>(e - i));
+      hwy::Prefetch(ahead + i);
       const auto is1 = lanes_at(d, ids, i, row.tg.t1);
       const auto target = hn::Or(is1, lanes_at(d, ids, i, row.tg.t2));
       const L zi(load_n(d, z + i, n));
@@ -281,10 +384,13 @@ Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdO
 #if defined(_OPENMP)
   threads = omp_get_max_threads();
 #endif
-  // Per thread: the rank entries (2C), then the ranks, W and S of the row (O(C) each).
+  // Per thread: the rank entries (2C), the quantized sort's words (2C), then the keys, ranks,
+  // W and S of the row (O(C) each).
   auto entries = scratch<RankEntry<A>>(2 * static_cast<int64_t>(threads) * c);
   if (!entries) return Status::kOutOfMemory;
-  auto row_scratch = scratch<A>(3 * static_cast<int64_t>(threads) * c);
+  auto packed = scratch<uint32_t>(2 * static_cast<int64_t>(threads) * c);
+  if (!packed) return Status::kOutOfMemory;
+  auto row_scratch = scratch<A>(4 * static_cast<int64_t>(threads) * c);
   if (!row_scratch) return Status::kOutOfMemory;
 
   const int32_t c32 = static_cast<int32_t>(c);
@@ -297,8 +403,9 @@ FUSEDKD_PARALLEL_ROWS(n * c)
     if (tg.ignored) continue;
     const T* zr = z.row(r);
     const T* wr = w.row(r);
-    const SplitStats<A> zs = row_stats(zr, c32, tg, A(1), false);
-    wstats[r] = row_stats(wr, c32, tg, A(1), false);
+    const T* next = r + 1 < n ? z.row(r + 1) : zr;
+    const SplitStats<A> zs = row_stats(zr, c32, tg, A(1), false, true, wr);
+    wstats[r] = row_stats(wr, c32, tg, A(1), false, true, next);
     zstats[r] = zs;
     uskd_target_squares(zs, tg, sq[2 * r], sq[2 * r + 1], o.square);
   }
@@ -340,11 +447,13 @@ FUSEDKD_PARALLEL_ROWS(n * c)
     const SplitStats<A>& ws = wstats[r];
 
     // Zipf ranks: sort all classes by R, descending, ties by class index.
-    A* own = row_scratch.get() + 3 * static_cast<int64_t>(thread) * c;
-    const RankScratch<A> sc{entries.get() + 2 * static_cast<int64_t>(thread) * c, own, own + c,
-                            own + 2 * c};
+    A* own = row_scratch.get() + 4 * static_cast<int64_t>(thread) * c;
+    const RankScratch<A> sc{own, packed.get() + 2 * static_cast<int64_t>(thread) * c,
+                            entries.get() + 2 * static_cast<int64_t>(thread) * c, own + c,
+                            own + 2 * c, own + 3 * c};
     const UskdRankKey<A> key(zs.full(A(1), tg), ws.full(A(1), tg), zs, ws, tg, rank_mode);
-    zipf_ranks(zr, wr, c32, key, sc);
+    const bool last = r + 1 == n;
+    zipf_ranks(zr, wr, c32, key, sc, last ? zr : z.row(r + 1));
     const A p1 = uskd_soft_target(soft_mode, sq[2 * r], tg.v1, col[0]);
     const A p2 = tg.t2 >= 0 ? uskd_soft_target(soft_mode, sq[2 * r + 1], tg.v2, col[1]) : A(0);
     const UskdRow<A> row(zs, ws, tg, p1, p2, static_cast<int32_t>(sc.rank[tg.t1]),
@@ -358,7 +467,7 @@ FUSEDKD_PARALLEL_ROWS(n * c)
     const bool write = gzr != nullptr;
     const auto pass = [&](auto soft_v, auto write_v, auto paper_v) {
       uskd_pass<decltype(soft_v)::value, decltype(write_v)::value, decltype(paper_v)::value>(
-          zr, wr, y, gzr, gwr, c32, row, sc, factor, sums);
+          zr, wr, y, gzr, gwr, c32, row, sc, factor, sums, last ? wr : w.row(r + 1));
     };
     using yes = std::true_type;
     using no = std::false_type;
