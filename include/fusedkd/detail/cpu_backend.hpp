@@ -201,6 +201,24 @@ void zero_row(T* g, int64_t c) {
 #define FUSEDKD_PARALLEL_ROWS(work)
 #endif
 
+/// The threads a parallel row loop may use (1 without OpenMP): per-thread scratch is sized by it.
+inline int max_threads() {
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+/// This thread's number in a parallel row loop (0 without OpenMP): its slice of the scratch.
+inline int thread_number() {
+#if defined(_OPENMP)
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
 /// Rows are processed in chunks of this many classes: they stay in L1 between passes.
 constexpr int32_t kChunk = 1024;
 
@@ -499,19 +517,13 @@ Status run_pair_loss(Matrix<const T> z, Matrix<const T> v, Labels labels,
   const bool unit[2] = {student_unit, teacher_unit};
   const A factor = A(gradient_factor(o, active));
   // Per thread: the statistics' exponentials of one row (row_stats_kept), 4C values.
-  int threads = 1;
-#if defined(_OPENMP)
-  threads = omp_get_max_threads();
-#endif
+  const int threads = max_threads();
   const int64_t kept_size = n > 0 ? 4 * c : 0;
   auto kept = scratch<A>(static_cast<int64_t>(threads) * kept_size);
   if (!kept) return Status::kOutOfMemory;
 FUSEDKD_PARALLEL_ROWS(n * c)
   for (int64_t r = 0; r < n; ++r) {
-    int thread = 0;
-#if defined(_OPENMP)
-    thread = omp_get_thread_num();
-#endif
+    const int thread = thread_number();
     const RowTargets<A>& tg = targets[r];
     const T* zr = z.row(r);
     const T* vr = v.row(r);

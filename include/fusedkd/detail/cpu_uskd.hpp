@@ -15,9 +15,6 @@
 #include "fusedkd/detail/cpu_backend.hpp"
 #include "fusedkd/uskd.hpp"
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 
 namespace fusedkd {
 namespace detail {
@@ -380,10 +377,7 @@ Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdO
   s = find_targets(labels, n, c, o.ignore_index, soft, targets.get(), &active);
   if (s != Status::kSuccess) return s;
 
-  int threads = 1;
-#if defined(_OPENMP)
-  threads = omp_get_max_threads();
-#endif
+  const int threads = max_threads();
   // Per thread: the rank entries (2C), the quantized sort's words (2C), then the keys, ranks,
   // W and S of the row (O(C) each).
   auto entries = scratch<RankEntry<A>>(2 * static_cast<int64_t>(threads) * c);
@@ -428,10 +422,7 @@ FUSEDKD_PARALLEL_ROWS(n * c)
   // Phase 2: rank, sort, gradients and row loss.
 FUSEDKD_PARALLEL_ROWS(n * c)
   for (int64_t r = 0; r < n; ++r) {
-    int thread = 0;
-#if defined(_OPENMP)
-    thread = omp_get_thread_num();
-#endif
+    const int thread = thread_number();
     const RowTargets<A>& tg = targets[r];
     const T* zr = z.row(r);
     const T* wr = w.row(r);
