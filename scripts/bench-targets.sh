@@ -10,8 +10,9 @@
 # repetitions of every row are spread over the same minutes and a slow minute hits them all),
 # then the JAX peer at the same shapes, then NKD alone at 4096 x 32000 (fused and exp bound).
 # Every ratio is taken within one round; the table gives, per target, the median ratio over the
-# rounds and the smallest and largest. Writes $out/round<i>.json, jax<i>.json, large<i>.json (and
-# their logs) and targets.md (out: $FUSEDKD_BENCH_OUT/targets, default docs/benchmarks/targets).
+# rounds and the smallest and largest. Writes round<i>.json, jax<i>.json, large<i>.json and
+# targets.md to $FUSEDKD_BENCH_OUT/targets (default docs/benchmarks/targets); the programs'
+# console output goes to $FUSEDKD_BENCH_BUILD/bench-targets-logs.
 #
 # Needs the benchmark build and the JAX environment of scripts/bench.sh (run it once first):
 # $FUSEDKD_BENCH_BUILD (default build-bench) and its jax-venv.
@@ -27,7 +28,8 @@ if [[ ! -x $bench || ! -x $venv/bin/python ]]; then
   echo "bench-targets.sh: run scripts/bench.sh --cpu-only first (needs $bench and $venv)" >&2
   exit 1
 fi
-mkdir -p "$out"
+logs=$build/bench-targets-logs  # the programs' console output
+mkdir -p "$out" "$logs"
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-active}
 export XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 pin=()
@@ -38,12 +40,12 @@ for ((i = 1; i <= rounds; ++i)); do
   echo "== round $i of $rounds"
   "$bench" --fusedkd_shapes=256x1000,64x32000 --fusedkd_threads=1 \
     --benchmark_enable_random_interleaving=true --benchmark_context=fusedkd_commit="$commit" \
-    --benchmark_out="$out/round$i.json" --benchmark_out_format=json >"$out/round$i.log" 2>&1
+    --benchmark_out="$out/round$i.json" --benchmark_out_format=json >"$logs/round$i.log" 2>&1
   "${pin[@]}" "$venv/bin/python" "$root/bench/jax_peer.py" --shapes 256x1000,64x32000 \
-    --losses nkd,kd,dkd,uskd --out "$out/jax$i.json" >"$out/jax$i.log" 2>&1
+    --losses nkd,kd,dkd,uskd --out "$out/jax$i.json" >"$logs/jax$i.log" 2>&1
   "$bench" --fusedkd_shapes=4096x32000 --fusedkd_losses=nkd --fusedkd_threads=1 --fusedkd_no_eager \
     --fusedkd_reps=3 --benchmark_filter='^nkd/' --benchmark_out="$out/large$i.json" \
-    --benchmark_out_format=json >"$out/large$i.log" 2>&1
+    --benchmark_out_format=json >"$logs/large$i.log" 2>&1
 done
 
 python3 - "$out" "$rounds" "$commit" <<'PY'

@@ -165,7 +165,11 @@ commit=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
 context=(--benchmark_context=fusedkd_commit="$commit")
 if [[ $run_cpu == 1 ]]; then
   echo "== CPU: fused vs LibTorch eager"
-  "${runner[@]}" "$build/bench/fusedkd_bench_cpu" "${context[@]}" "${cpu_flags[@]}" "${extra[@]}" \
+  # Random interleaving: the repetitions of every row are run in a shuffled order over the whole
+  # run, so a minute in which the machine is slow (a shared virtual machine) hits the fused loss,
+  # its baselines and its bounds alike instead of one row's five repetitions.
+  "${runner[@]}" "$build/bench/fusedkd_bench_cpu" "${context[@]}" --benchmark_enable_random_interleaving=true \
+    "${cpu_flags[@]}" "${extra[@]}" \
     --benchmark_out="$out/cpu.json" --benchmark_out_format=json
   plot_args+=(--cpu "$out/cpu.json")
   if [[ $run_jax == 1 ]]; then
