@@ -84,11 +84,26 @@ struct Lanes {
   FUSEDKD_LANES_FN Mask is_zero(Lanes x) { return hn::Eq(x.v, hn::Zero(D())); }
 };
 
+// AVX2 and AVX-512 load and store a partial vector with a mask, touching no memory past it; on
+// the other targets a partial vector goes through a small stack copy (the vector load after the
+// scalar stores then waits for them: a store-forwarding stall per row end and pass).
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+#define FUSEDKD_MASKED_PARTIAL 1
+#else
+#define FUSEDKD_MASKED_PARTIAL 0
+#endif
+
 /// The n (1 <= n <= lanes) elements at p as a vector; the missing lanes repeat p[0], so that
 /// every lane holds a value of the row (no overflow or NaN from padding). Reads only p[0..n).
 template <class D, typename T>
 FUSEDKD_INLINE hn::Vec<D> load_n(D d, const T* p, size_t n) {
   if (n == hn::Lanes(d)) return hn::LoadU(d, p);
+#if FUSEDKD_MASKED_PARTIAL
+  if constexpr (sizeof(T) >= 4) {
+    const auto valid = hn::FirstN(d, n);
+    return hn::IfThenElse(valid, hn::MaskedLoad(valid, d, p), hn::Set(d, p[0]));
+  }
+#endif
   alignas(64) T buf[kMaxLaneBytes / sizeof(T)];
   for (size_t k = 0; k < hn::Lanes(d); ++k) buf[k] = p[k < n ? k : 0];
   return hn::LoadU(d, buf);
@@ -101,6 +116,12 @@ FUSEDKD_INLINE void store_n(D d, hn::Vec<D> v, hn::TFromD<D>* p, size_t n) {
     hn::StoreU(v, d, p);
     return;
   }
+#if FUSEDKD_MASKED_PARTIAL
+  if constexpr (sizeof(hn::TFromD<D>) >= 4) {
+    hn::BlendedStore(v, hn::FirstN(d, n), d, p);
+    return;
+  }
+#endif
   alignas(64) hn::TFromD<D> buf[kMaxLaneBytes / sizeof(hn::TFromD<D>)];
   hn::StoreU(v, d, buf);
   std::memcpy(p, buf, n * sizeof(buf[0]));
