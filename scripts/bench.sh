@@ -17,6 +17,7 @@
 #                                    a package config) into third_party/benchmark, for a GPU
 #                                    machine without it or a network: carry third_party with the
 #                                    tree (bench/CMakeLists.txt looks there first); then exit
+#                                    (FUSEDKD_BENCHMARK_CARRY_DIR: another destination)
 #   scripts/bench.sh -- ARGS         ARGS go to the benchmark programs (e.g. --benchmark_filter=nkd)
 #
 # Environment: FUSEDKD_BENCH_BUILD (build directory, default build-bench), JOBS (default 2),
@@ -51,7 +52,7 @@ while [[ $# -gt 0 ]]; do
     --cpu-time) plot_extra+=(--cpu-time); jax_flags+=(--cpu-time) ;;
     --no-jax) run_jax=0 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     --prepare-carry) prepare_carry=1 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -65,7 +66,7 @@ if [[ $prepare_carry == 1 ]]; then
     echo "bench.sh: no Google Benchmark here (Debian: libbenchmark-dev)" >&2
     exit 1
   fi
-  tp=$root/third_party/benchmark
+  tp=${FUSEDKD_BENCHMARK_CARRY_DIR:-$root/third_party/benchmark}
   rm -rf "$tp"
   mkdir -p "$tp/include" "$tp/lib"
   cp -r "$inc/benchmark" "$tp/include/"
@@ -83,7 +84,7 @@ if(NOT TARGET benchmark::benchmark)
 endif()
 set(benchmark_FOUND TRUE)
 CONFIG
-  echo "third_party/benchmark <- $inc/benchmark, $lib"
+  echo "$tp <- $inc/benchmark, $lib"
   exit 0
 fi
 

@@ -132,24 +132,8 @@ set(PACKAGE_VERSION "3.11.0")
 set(PACKAGE_VERSION_COMPATIBLE TRUE)
 EOF
 fi
-bench_lib=$(ls /usr/lib/x86_64-linux-gnu/libbenchmark.so.[0-9]* 2>/dev/null | head -1 || true)
-if [[ -f /usr/include/benchmark/benchmark.h && -n $bench_lib ]]; then
-  soname=$(objdump -p "$bench_lib" | awk '/SONAME/ {print $2}')
-  mkdir -p "$tp/benchmark/include" "$tp/benchmark/lib"
-  cp -r /usr/include/benchmark "$tp/benchmark/include/"
-  cp -L "$bench_lib" "$tp/benchmark/lib/$soname"
-  cat > "$tp/benchmark/benchmarkConfig.cmake" <<EOF
-# Minimal package config written by scripts/prepare-gpu-carry.sh (a copied shared library).
-if(NOT TARGET benchmark::benchmark)
-  add_library(benchmark::benchmark SHARED IMPORTED)
-  set_target_properties(benchmark::benchmark PROPERTIES
-    IMPORTED_LOCATION "\${CMAKE_CURRENT_LIST_DIR}/lib/$soname"
-    IMPORTED_SONAME "$soname"
-    INTERFACE_INCLUDE_DIRECTORIES "\${CMAKE_CURRENT_LIST_DIR}/include")
-endif()
-set(benchmark_FOUND TRUE)
-EOF
-fi
+# Google Benchmark, as bench.sh --prepare-carry copies it (skipped where it is not installed)
+FUSEDKD_BENCHMARK_CARRY_DIR=$tp/benchmark "$root/scripts/bench.sh" --prepare-carry >/dev/null || true
 
 # ---- manifest ---------------------------------------------------------------------------------------
 newest() {  # the newest symbol version of a family (GLIBC, GLIBCXX) the carried binaries need

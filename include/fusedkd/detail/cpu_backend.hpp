@@ -193,30 +193,24 @@ void zero_row(T* g, int64_t c) {
   if (g != nullptr) std::fill(g, g + c, T(0));
 }
 
+// Rows in parallel (FUSEDKD_PARALLEL_ROWS), unless the call is too small to pay for waking the
+// threads; max_threads(): the threads a row loop may use, which per-thread scratch is sized by;
+// thread_number(): this thread's number in the loop, its slice of that scratch.
 #if defined(_OPENMP)
 #define FUSEDKD_PRAGMA(...) _Pragma(#__VA_ARGS__)
-// Rows in parallel, unless the call is too small to pay for waking the threads.
 #define FUSEDKD_PARALLEL_ROWS(work) FUSEDKD_PRAGMA(omp parallel for schedule(static) if ((work) > 65536))
+inline int max_threads() { return omp_get_max_threads(); }
+inline int thread_number() { return omp_get_thread_num(); }
 #else
 #define FUSEDKD_PARALLEL_ROWS(work)
+inline int max_threads() { return 1; }
+inline int thread_number() { return 0; }
 #endif
 
-/// The threads a parallel row loop may use (1 without OpenMP): per-thread scratch is sized by it.
-inline int max_threads() {
-#if defined(_OPENMP)
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
-/// This thread's number in a parallel row loop (0 without OpenMP): its slice of the scratch.
-inline int thread_number() {
-#if defined(_OPENMP)
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
+/// Row r + 1 of m, or row r itself after the last: the row a row loop fetches ahead.
+template <typename T>
+const T* next_row(const Matrix<const T>& m, int64_t r) {
+  return m.row(r + 1 < m.rows ? r + 1 : r);
 }
 
 /// Rows are processed in chunks of this many classes: they stay in L1 between passes.
@@ -534,9 +528,8 @@ FUSEDKD_PARALLEL_ROWS(n * c)
       continue;
     }
     const KeptExps<A> k(kept.get() + thread * kept_size, c, two, unit);
-    const bool last = r + 1 == n;
     row_loss[r] = pair_row(zr, vr, gr, static_cast<int32_t>(c), tg, inv, two, unit, factor, k,
-                           make_row, last ? vr : z.row(r + 1), last ? zr : v.row(r + 1));
+                           make_row, next_row(z, r), next_row(v, r));
   }
   write_loss(o, row_loss.get(), n, active, loss);
   return Status::kSuccess;

@@ -397,9 +397,8 @@ FUSEDKD_PARALLEL_ROWS(n * c)
     if (tg.ignored) continue;
     const T* zr = z.row(r);
     const T* wr = w.row(r);
-    const T* next = r + 1 < n ? z.row(r + 1) : zr;
     const SplitStats<A> zs = row_stats(zr, c32, tg, A(1), false, true, wr);
-    wstats[r] = row_stats(wr, c32, tg, A(1), false, true, next);
+    wstats[r] = row_stats(wr, c32, tg, A(1), false, true, next_row(z, r));
     zstats[r] = zs;
     uskd_target_squares(zs, tg, sq[2 * r], sq[2 * r + 1], o.square);
   }
@@ -443,8 +442,7 @@ FUSEDKD_PARALLEL_ROWS(n * c)
                             entries.get() + 2 * static_cast<int64_t>(thread) * c, own + c,
                             own + 2 * c, own + 3 * c};
     const UskdRankKey<A> key(zs.full(A(1), tg), ws.full(A(1), tg), zs, ws, tg, rank_mode);
-    const bool last = r + 1 == n;
-    zipf_ranks(zr, wr, c32, key, sc, last ? zr : z.row(r + 1));
+    zipf_ranks(zr, wr, c32, key, sc, next_row(z, r));
     const A p1 = uskd_soft_target(soft_mode, sq[2 * r], tg.v1, col[0]);
     const A p2 = tg.t2 >= 0 ? uskd_soft_target(soft_mode, sq[2 * r + 1], tg.v2, col[1]) : A(0);
     const UskdRow<A> row(zs, ws, tg, p1, p2, static_cast<int32_t>(sc.rank[tg.t1]),
@@ -458,7 +456,7 @@ FUSEDKD_PARALLEL_ROWS(n * c)
     const bool write = gzr != nullptr;
     const auto pass = [&](auto soft_v, auto write_v, auto paper_v) {
       uskd_pass<decltype(soft_v)::value, decltype(write_v)::value, decltype(paper_v)::value>(
-          zr, wr, y, gzr, gwr, c32, row, sc, factor, sums, last ? wr : w.row(r + 1));
+          zr, wr, y, gzr, gwr, c32, row, sc, factor, sums, next_row(w, r));
     };
     using yes = std::true_type;
     using no = std::false_type;
