@@ -59,6 +59,15 @@ FUSEDKD_HD A choose(bool c, A a, A b) {
   return c ? a : b;
 }
 
+/// A lane mask that selects no lane, known at compile time: the CPU backend's gradient pass runs
+/// a row's formulas with it away from the target (whose lane it then redoes alone), and the
+/// selects of the target's formulas drop out of the vector loop.
+struct NoTarget {};
+template <typename V>
+FUSEDKD_HD V choose(NoTarget, V, V b) {
+  return b;
+}
+
 /// x == 0 (either sign).
 template <typename A>
 FUSEDKD_HD bool is_zero(A x) {

@@ -401,27 +401,46 @@ Status check_pair(const Matrix<const T>& z, const Matrix<const T>& v, const Labe
 
 /// The gradient pass of a teacher loss's row over [b, e) from the statistics' exponentials (see
 /// row_stats_kept), a vector of lanes at a time: writes g[b, e) (when Write) and returns the sum
-/// of the row's loss terms there.
+/// of the row's loss terms there. The vector loop treats every class as a non-target one
+/// (NoTarget: no per-vector target mask or selects): at the target, whose kept exponentials are
+/// 0, that gives no loss share and a gradient that the target's own formulas then overwrite,
+/// one scalar evaluation from the row's per-row values.
 template <bool Write, typename A, typename Row>
 FUSEDKD_INLINE A pair_chunk_kept(const A* z, const A* v, A* g, const KeptExps<A>& k, int32_t b,
                                  int32_t e, const Row& row, A factor, const A* ahead) {
   using L = Lanes<A>;
   const Tag<A> d;
-  const size_t lanes = hn::Lanes(d);
-  const auto ids = lane_ids(d);
+  const int32_t lanes = static_cast<int32_t>(hn::Lanes(d));
+  const auto vfactor = hn::Set(d, factor);
+  // The buffers in locals: the stores to g could alias `k`, which would reload them per vector.
+  const A *z1 = k.z1, *zt = k.zt, *v1 = k.v1, *vt = k.vt;
+  const int32_t t = row.t;
+  const bool has_target = t >= b && t < e;
+  const A z_t = has_target ? z[t] : A(0), v_t = has_target ? v[t] : A(0);  // before g (in place)
   L acc(A(0));
-  for (int32_t i = b; i < e; i += static_cast<int32_t>(lanes)) {
-    const size_t n = std::min(lanes, static_cast<size_t>(e - i));
-    hwy::Prefetch(ahead + i);
-    const StatExps<L> ex{L(load_n(d, k.z1 + i, n)), L(load_n(d, k.zt + i, n)),
-                         L(load_n(d, k.v1 + i, n)), L(load_n(d, k.vt + i, n))};
+  // n lanes at i: full vectors in the loop (n == lanes folds away), the partial one after it
+  const auto step = [&](int32_t i, size_t n) FUSEDKD_INLINE_LAMBDA {
+    const StatExps<L> ex{L(load_n(d, z1 + i, n)), L(load_n(d, zt + i, n)),
+                         L(load_n(d, v1 + i, n)), L(load_n(d, vt + i, n))};
     L part(A(0));
-    const L gi = row.elements(lanes_at(d, ids, i, row.t), L(load_n(d, z + i, n)),
-                              L(load_n(d, v + i, n)), ex, part);
-    acc += n == lanes ? part : L(hn::IfThenElseZero(hn::FirstN(d, n), part.v));
-    if (Write) store_n(d, hn::Mul(gi.v, hn::Set(d, factor)), g + i, n);  // after the reads: in place is safe
+    const L gi = row.elements(NoTarget(), L(load_n(d, z + i, n)), L(load_n(d, v + i, n)), ex, part);
+    acc += n == hn::Lanes(d) ? part : L(hn::IfThenElseZero(hn::FirstN(d, n), part.v));
+    if (Write) store_n(d, hn::Mul(gi.v, vfactor), g + i, n);  // after the reads: in place is safe
+  };
+  int32_t i = b;
+  for (; i + lanes <= e; i += lanes) {
+    hwy::Prefetch(ahead + i);
+    step(i, hn::Lanes(d));
   }
-  return sum_lanes(d, acc.v);
+  if (i < e) step(i, static_cast<size_t>(e - i));
+  A total = sum_lanes(d, acc.v);
+  if (has_target) {
+    A share = A(0);
+    const A gt = row.elements(true, z_t, v_t, StatExps<A>{z1[t], zt[t], v1[t], vt[t]}, share);
+    if (Write) g[t] = gt * factor;
+    total += share;
+  }
+  return total;
 }
 
 /// The gradient pass of a teacher loss's row over [b, e), a vector of lanes at a time: writes

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 // Highway 1.0.3 stops with "best baseline should be included in dynamic targets" under
@@ -41,8 +42,10 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 #if defined(__GNUC__) || defined(__clang__)
 #define FUSEDKD_LANES_FN __attribute__((always_inline)) friend
+#define FUSEDKD_INLINE_LAMBDA __attribute__((always_inline))  // a vector loop's body as a lambda
 #else
 #define FUSEDKD_LANES_FN friend
+#define FUSEDKD_INLINE_LAMBDA
 #endif
 
 /// The widest vector of A on this target, and its lane count at most.
@@ -50,11 +53,45 @@ template <typename A>
 using Tag = hn::ScalableTag<A>;
 constexpr size_t kMaxLaneBytes = HWY_MAX_BYTES;
 
-/// exp of every lane: Highway's Exp (1 ulp), with NaN kept (Exp gives 0 for NaN). -inf and
-/// anything below the float range give 0.
+/// exp of every lane of float, in about 20 vector operations instead of the 32 of Highway's Exp
+/// (which covers the denormal results with two scalings): x = k ln2 + r with k = round(x /
+/// ln2), exp(r) by Cephes' degree-7 polynomial on [-ln2/2, ln2/2], 2^k added to its exponent
+/// bits. 1.2e-7 relative error (1 ulp) over [-87.33, 88.72]; below that 0 (the denormal results
+/// are flushed: a loss's exponentials are relative to a row max, so they are at most 1 and
+/// nothing in a sum notices 1e-38), above it +inf; NaN stays NaN.
+template <class D>
+FUSEDKD_INLINE hn::Vec<D> exp_f32_lanes(D d, hn::Vec<D> x) {
+  const hn::RebindToSigned<D> di;
+  const auto magic = hn::Set(d, 12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const auto top = hn::Set(d, 88.7228f);       // below ln(FLT_MAX): 2^k * exp(r) stays finite
+  const auto xc = hn::Min(x, top);
+  const auto t = hn::MulAdd(xc, hn::Set(d, 1.44269504088896341f), magic);  // k in the low bits
+  const auto k = hn::Sub(t, magic);
+  auto r = hn::NegMulAdd(k, hn::Set(d, 0.693359375f), xc);  // ln2 in two parts: r exact
+  r = hn::NegMulAdd(k, hn::Set(d, -2.12194440e-4f), r);
+  auto p = hn::Set(d, 1.9875691500e-4f);
+  p = hn::MulAdd(p, r, hn::Set(d, 1.3981999507e-3f));
+  p = hn::MulAdd(p, r, hn::Set(d, 8.3334519073e-3f));
+  p = hn::MulAdd(p, r, hn::Set(d, 4.1665795894e-2f));
+  p = hn::MulAdd(p, r, hn::Set(d, 1.6666665459e-1f));
+  p = hn::MulAdd(p, r, hn::Set(d, 5.0000001201e-1f));
+  p = hn::MulAdd(p, hn::Mul(r, r), hn::Add(r, hn::Set(d, 1.0f)));
+  // t's bits are those of 1.5 * 2^23 plus k: shifted by 23, exactly k << 23 (mod 2^32)
+  const auto y = hn::BitCast(d, hn::Add(hn::BitCast(di, p), hn::ShiftLeft<23>(hn::BitCast(di, t))));
+  auto e = hn::IfThenElseZero(hn::Ge(x, hn::Set(d, -87.33654f)), y);  // NaN: 0 here, kept below
+  e = hn::IfThenElse(hn::Gt(x, top), hn::Set(d, std::numeric_limits<float>::infinity()), e);
+  return hn::IfThenElse(hn::IsNaN(x), x, e);
+}
+
+/// exp of every lane: exp_f32_lanes for float; Highway's Exp (1 ulp) for double, with NaN kept
+/// (Exp gives 0 for NaN). -inf and anything below the float range give 0.
 template <class D>
 FUSEDKD_INLINE hn::Vec<D> exp_lanes(D d, hn::Vec<D> x) {
-  return hn::IfThenElse(hn::IsNaN(x), x, hn::Exp(d, x));
+  if constexpr (std::is_same<hn::TFromD<D>, float>::value) {
+    return exp_f32_lanes(d, x);
+  } else {
+    return hn::IfThenElse(hn::IsNaN(x), x, hn::Exp(d, x));
+  }
 }
 
 /// One vector of A, with the operators and functions of the shared row formulas: + - * / with
