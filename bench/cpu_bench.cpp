@@ -91,7 +91,7 @@ int exps_per_element(const LossCase& lc) {
     case Loss::kNkd: return lc.options.nkd.temperature == 1.0 ? 2 : 4;  // z, v at 1 (and 1/lambda)
     case Loss::kKd: return 2;    // T != 1, no cross-entropy: z, v at 1/T
     case Loss::kDkd: return 2;   // the same
-    case Loss::kUskd: return 2 + 1 + 1;  // z, w; W_i in the rank keys; S_i in the gradient pass
+    case Loss::kUskd: return 2 + 1;  // z, w (kept); S_i in the rank keys (paper) or the gradient pass
   }
   return 0;
 }

@@ -510,8 +510,15 @@ struct UskdRankKey {
   FUSEDKD_HD_TEMPLATE
   template <bool Paper, typename V>
   FUSEDKD_HD V eval(V z, V w, V& w_prob, V& s_prob) const {
-    const V log_s = S(z);
     w_prob = fk_exp(W(w));
+    return from_w_prob<Paper>(z, w_prob, s_prob);
+  }
+
+  /// The same with W_i known (the CPU backend's kept exponentials of w, times W.rel).
+  FUSEDKD_HD_TEMPLATE
+  template <bool Paper, typename V>
+  FUSEDKD_HD V from_w_prob(V z, V w_prob, V& s_prob) const {
+    const V log_s = S(z);
     if (Paper) s_prob = fk_exp(log_s);
     return w_prob * a + (Paper ? s_prob : log_s) * b;
   }

@@ -1,8 +1,9 @@
 // fusedkd/detail/cpu_uskd.hpp — USKD on the CPU.
 //
-// Phase 1, rows in parallel: student and weak statistics, kept per row (O(N)), and u_k = S_tk^2.
+// Phase 1, rows in parallel: the student's statistics, kept per row (O(N)), and u_k = S_tk^2.
 // Between the phases: the batch statistics of u per target column (uskd_columns), in row order.
-// Phase 2, rows in parallel: the rank keys of all C classes into a per-thread O(C) buffer, one
+// Phase 2, rows in parallel: the weak row's statistics, its exponentials kept in a per-thread
+// O(C) buffer, the rank keys of all C classes from them (W_i without another exponential), one
 // sort, then one pass that writes both gradient rows and the row loss.
 #pragma once
 
@@ -109,20 +110,33 @@ struct KeyRange {
 };
 
 /// The rank keys R_i of all c classes into sc.key, a vector of lanes at a time, with their
-/// range; W_i (and S_i in paper mode) kept for the gradient pass. `ahead`: c values read next
-/// (the next row), fetched into the cache meanwhile.
+/// range. On entry sc.w_prob holds the weak row's exponentials relative to its statistics' max
+/// ws.m, 0 at the targets (row_stats_kept); `w_rel` (W.rel(ws.m)) turns them into W_i in place.
+/// A target's W_i is taken the way a non-target class with its logit gets it (so that equal
+/// logits keep equal keys, and ties their class order), or from the statistics where its
+/// exponential relative to ws.m could overflow. S_i is kept in sc.s_prob in paper mode.
+/// `ahead`: c values read next (the next row), fetched meanwhile.
 template <bool Paper, typename A>
-KeyRange<A> rank_keys(const A* z, const A* w, int32_t c, const UskdRankKey<A>& key,
-                      const RankScratch<A>& sc, const A* ahead) {
+KeyRange<A> rank_keys(const A* z, int32_t c, const UskdRankKey<A>& key, A w_rel,
+                      const SplitStats<A>& ws, const RowTargets<A>& tg, const RankScratch<A>& sc,
+                      const A* ahead) {
   using L = Lanes<A>;
   const Tag<A> d;
   const size_t lanes = hn::Lanes(d);
+  const auto ids = lane_ids(d);
+  const L vrel(w_rel);
+  const auto w_target = [&](A x) {
+    return x <= ws.m ? hn::GetLane(exp_lanes(d, hn::Set(d, x - ws.m))) * w_rel : fk_exp(key.W(x));
+  };
+  const L w1(tg.t1 >= 0 ? w_target(ws.x1) : A(0)), w2(tg.t2 >= 0 ? w_target(ws.x2) : A(0));
   auto lo = hn::Set(d, max_finite<A>()), hi = hn::Set(d, lowest<A>()), sum = hn::Zero(d);
   for (int32_t i = 0; i < c; i += static_cast<int32_t>(lanes)) {
     const size_t n = std::min(lanes, static_cast<size_t>(c - i));
     hwy::Prefetch(ahead + i);
-    L wp(A(0)), sp(A(0));
-    const L k = key.template eval<Paper>(L(load_n(d, z + i, n)), L(load_n(d, w + i, n)), wp, sp);
+    L wp = L(load_n(d, sc.w_prob + i, n)) * vrel;
+    wp = choose(lanes_at(d, ids, i, tg.t1), w1, choose(lanes_at(d, ids, i, tg.t2), w2, wp));
+    L sp(A(0));
+    const L k = key.template from_w_prob<Paper>(L(load_n(d, z + i, n)), wp, sp);
     store_n(d, wp.v, sc.w_prob + i, n);
     if (Paper) store_n(d, sp.v, sc.s_prob + i, n);
     store_n(d, k.v, sc.key + i, n);
@@ -225,13 +239,15 @@ void ranks_of_keys(const A* key, int32_t c, const KeyRange<A>& range, const Rank
   for (int32_t p = 0; p < c; ++p) sc.rank[sorted[p].index] = A(p + 1);
 }
 
-/// The Zipf ranks of a row (see ranks_of_keys), from the rank keys of z and w; also fills
-/// w_prob (and s_prob in paper mode). `ahead`: c values read next, fetched meanwhile.
+/// The Zipf ranks of a row (see ranks_of_keys), from the rank keys of z and the weak row's kept
+/// exponentials (see rank_keys); also fills w_prob (and s_prob in paper mode). `ahead`: c
+/// values read next, fetched meanwhile.
 template <typename A>
-void zipf_ranks(const A* z, const A* w, int32_t c, const UskdRankKey<A>& key,
-                const RankScratch<A>& sc, const A* ahead) {
-  const KeyRange<A> range = key.paper ? rank_keys<true>(z, w, c, key, sc, ahead)
-                                      : rank_keys<false>(z, w, c, key, sc, ahead);
+void zipf_ranks(const A* z, int32_t c, const UskdRankKey<A>& key, A w_rel,
+                const SplitStats<A>& ws, const RowTargets<A>& tg, const RankScratch<A>& sc,
+                const A* ahead) {
+  const KeyRange<A> range = key.paper ? rank_keys<true>(z, c, key, w_rel, ws, tg, sc, ahead)
+                                      : rank_keys<false>(z, c, key, w_rel, ws, tg, sc, ahead);
   ranks_of_keys(sc.key, c, range, sc);
 }
 
@@ -367,8 +383,6 @@ Status uskd_cpu(Matrix<const T> z, Matrix<const T> w, Labels labels, const UskdO
   if (!targets) return Status::kOutOfMemory;
   auto zstats = scratch<SplitStats<A>>(n);
   if (!zstats) return Status::kOutOfMemory;
-  auto wstats = scratch<SplitStats<A>>(n);
-  if (!wstats) return Status::kOutOfMemory;
   auto sq = scratch<A>(2 * n);  // u_1, u_2 per row: S_tk^2 (or S_tk without `square`)
   if (!sq) return Status::kOutOfMemory;
   auto row_loss = scratch<double>(n);
@@ -395,10 +409,7 @@ FUSEDKD_PARALLEL_ROWS(n * c)
     const RowTargets<A>& tg = targets[r];
     sq[2 * r] = sq[2 * r + 1] = A(0);
     if (tg.ignored) continue;
-    const T* zr = z.row(r);
-    const T* wr = w.row(r);
-    const SplitStats<A> zs = row_stats(zr, c32, tg, A(1), false, true, wr);
-    wstats[r] = row_stats(wr, c32, tg, A(1), false, true, next_row(z, r));
+    const SplitStats<A> zs = row_stats(z.row(r), c32, tg, A(1), false, true, next_row(z, r));
     zstats[r] = zs;
     uskd_target_squares(zs, tg, sq[2 * r], sq[2 * r + 1], o.square);
   }
@@ -434,15 +445,17 @@ FUSEDKD_PARALLEL_ROWS(n * c)
       continue;
     }
     const SplitStats<A>& zs = zstats[r];
-    const SplitStats<A>& ws = wstats[r];
-
-    // Zipf ranks: sort all classes by R, descending, ties by class index.
     A* own = row_scratch.get() + 4 * static_cast<int64_t>(thread) * c;
     const RankScratch<A> sc{own, packed.get() + 2 * static_cast<int64_t>(thread) * c,
                             entries.get() + 2 * static_cast<int64_t>(thread) * c, own + c,
                             own + 2 * c, own + 3 * c};
+    // The weak row's statistics, its exponentials kept in sc.w_prob for the rank keys.
+    const SplitStats<A> ws =
+        row_stats_kept(wr, c32, tg, A(1), false, true, sc.w_prob, sc.w_prob, zr);
+
+    // Zipf ranks: sort all classes by R, descending, ties by class index.
     const UskdRankKey<A> key(zs.full(A(1), tg), ws.full(A(1), tg), zs, ws, tg, rank_mode);
-    zipf_ranks(zr, wr, c32, key, sc, next_row(z, r));
+    zipf_ranks(zr, c32, key, key.W.rel(ws.m), ws, tg, sc, next_row(w, r));
     const A p1 = uskd_soft_target(soft_mode, sq[2 * r], tg.v1, col[0]);
     const A p2 = tg.t2 >= 0 ? uskd_soft_target(soft_mode, sq[2 * r + 1], tg.v2, col[1]) : A(0);
     const UskdRow<A> row(zs, ws, tg, p1, p2, static_cast<int32_t>(sc.rank[tg.t1]),
@@ -456,7 +469,7 @@ FUSEDKD_PARALLEL_ROWS(n * c)
     const bool write = gzr != nullptr;
     const auto pass = [&](auto soft_v, auto write_v, auto paper_v) {
       uskd_pass<decltype(soft_v)::value, decltype(write_v)::value, decltype(paper_v)::value>(
-          zr, wr, y, gzr, gwr, c32, row, sc, factor, sums, next_row(w, r));
+          zr, wr, y, gzr, gwr, c32, row, sc, factor, sums, next_row(z, r));
     };
     using yes = std::true_type;
     using no = std::false_type;
