@@ -275,15 +275,22 @@ SplitStats<A> row_stats(const A* x, int32_t c, const RowTargets<A>& tg, A inv, b
 }
 
 /// The exponentials of x[lo, hi) relative to m, summed into sum1 / sumt and stored into e1 / et:
-/// at scale 1 when One, at scale inv when Two.
-template <bool One, bool Two, class D>
+/// at scale 1 when One, at scale inv when Two. Meanwhile ahead[lo, hi) is fetched into the
+/// cache, or with MaxAhead read and its max taken into amax (the same runs of another row with
+/// the same targets: the teacher's max, found while the student's exponentials are taken).
+template <bool One, bool Two, bool MaxAhead, class D>
 FUSEDKD_INLINE void exp_run(D d, const hn::TFromD<D>* x, int32_t lo, int32_t hi, hn::Vec<D> vm,
                             hn::Vec<D> vinv, hn::TFromD<D>* e1, hn::TFromD<D>* et,
-                            hn::Vec<D>& sum1, hn::Vec<D>& sumt, const hn::TFromD<D>* ahead) {
+                            hn::Vec<D>& sum1, hn::Vec<D>& sumt, const hn::TFromD<D>* ahead,
+                            hn::Vec<D>& amax) {
   const int32_t lanes = static_cast<int32_t>(hn::Lanes(d));
   int32_t i = lo;
   for (; i + lanes <= hi; i += lanes) {
-    hwy::Prefetch(ahead + i);
+    if (MaxAhead) {
+      amax = hn::Max(amax, hn::LoadU(d, ahead + i));
+    } else {
+      hwy::Prefetch(ahead + i);
+    }
     const auto diff = hn::Sub(hn::LoadU(d, x + i), vm);
     if (One) {
       const auto e = exp_lanes(d, diff);
@@ -298,6 +305,7 @@ FUSEDKD_INLINE void exp_run(D d, const hn::TFromD<D>* x, int32_t lo, int32_t hi,
   }
   if (i < hi) {
     const size_t n = static_cast<size_t>(hi - i);
+    if (MaxAhead) amax = hn::Max(amax, load_n(d, ahead + i, n));  // missing lanes repeat one
     const auto diff = hn::Sub(load_n(d, x + i, n), vm);
     const auto valid = hn::FirstN(d, n);
     if (One) {
@@ -318,25 +326,38 @@ FUSEDKD_INLINE void exp_run(D d, const hn::TFromD<D>* x, int32_t lo, int32_t hi,
 /// when `unit` or `!two`; et: scale inv, when `two`), 0 at the targets. Two reads of the row
 /// (the second from cache at any C that fits L2) instead of row_stats' one, and no exponential
 /// in the gradient pass. `ahead`: c values that a later pass reads (the other input's row, the
-/// next row), fetched into the cache meanwhile (x itself when there is none).
+/// next row), fetched into the cache meanwhile (x itself when there is none). `ahead_max`
+/// (optional, out): the max of `ahead` over this row's non-target classes, for a row with the
+/// same targets (it is read instead of fetched). `known_max` (optional, in): this row's
+/// non-target max, found that way (no max loop here).
 template <typename A>
 SplitStats<A> row_stats_kept(const A* x, int32_t c, const RowTargets<A>& tg, A inv, bool two,
-                             bool unit, A* e1, A* et, const A* ahead) {
+                             bool unit, A* e1, A* et, const A* ahead, A* ahead_max = nullptr,
+                             const A* known_max = nullptr) {
   const Tag<A> d;
   const NonTargetRuns runs(0, c, tg.t1, tg.t2);
   SplitStats<A> st;
-  for (int k = 0; k < runs.count; ++k) st.m = max_of(x + runs.lo[k], runs.hi[k] - runs.lo[k], st.m);
+  if (known_max != nullptr) {
+    st.m = *known_max;
+  } else {
+    for (int k = 0; k < runs.count; ++k) st.m = max_of(x + runs.lo[k], runs.hi[k] - runs.lo[k], st.m);
+  }
   const bool one = unit || !two;
   const auto vm = hn::Set(d, st.m), vinv = hn::Set(d, inv);
-  auto sum1 = hn::Zero(d), sumt = hn::Zero(d);
-  for (int k = 0; k < runs.count; ++k) {
-    if (one && two) {
-      exp_run<true, true>(d, x, runs.lo[k], runs.hi[k], vm, vinv, e1, et, sum1, sumt, ahead);
-    } else if (two) {
-      exp_run<false, true>(d, x, runs.lo[k], runs.hi[k], vm, vinv, e1, et, sum1, sumt, ahead);
-    } else {
-      exp_run<true, false>(d, x, runs.lo[k], runs.hi[k], vm, vinv, e1, et, sum1, sumt, ahead);
+  auto sum1 = hn::Zero(d), sumt = hn::Zero(d), amax = hn::Set(d, SplitStats<A>().m);
+  const auto run = [&](auto one_v, auto two_v, auto max_v) {
+    for (int k = 0; k < runs.count; ++k) {
+      exp_run<decltype(one_v)::value, decltype(two_v)::value, decltype(max_v)::value>(
+          d, x, runs.lo[k], runs.hi[k], vm, vinv, e1, et, sum1, sumt, ahead, amax);
     }
+  };
+  using yes = std::true_type;
+  using no = std::false_type;
+  if (ahead_max != nullptr) {
+    one && two ? run(yes{}, yes{}, yes{}) : two ? run(no{}, yes{}, yes{}) : run(yes{}, no{}, yes{});
+    *ahead_max = hn::GetLane(hn::MaxOfLanes(d, amax));
+  } else {
+    one && two ? run(yes{}, yes{}, no{}) : two ? run(no{}, yes{}, no{}) : run(yes{}, no{}, no{});
   }
   st.s1 = sum_lanes(d, sum1);
   st.st = sum_lanes(d, sumt);
@@ -487,11 +508,14 @@ template <typename A, typename MakeRow>
 double pair_row(const A* z, const A* v, A* g, int32_t c, const RowTargets<A>& tg, A inv, bool two,
                 const bool unit[2], A factor, const KeptExps<A>& k, const MakeRow& make_row,
                 const A* next_z, const A* next_v) {
-  // Each pass fetches what the one after it reads first: v during z's exponentials, the next
+  // Each pass reads or fetches what the one after it reads first: v during z's exponentials
+  // (read: its non-target max is taken there, so v needs no max loop of its own), the next
   // row's z during v's, the next row's v during the gradient pass. The row's first read from
-  // memory then overlaps the exponentials instead of stalling the max loop.
-  const SplitStats<A> zs = row_stats_kept(z, c, tg, inv, two, unit[0], k.z1, k.zt, v);
-  const SplitStats<A> vs = row_stats_kept(v, c, tg, inv, two, unit[1], k.v1, k.vt, next_z);
+  // memory then overlaps the exponentials instead of stalling a max loop.
+  A v_max;
+  const SplitStats<A> zs = row_stats_kept(z, c, tg, inv, two, unit[0], k.z1, k.zt, v, &v_max);
+  const SplitStats<A> vs =
+      row_stats_kept(v, c, tg, inv, two, unit[1], k.v1, k.vt, next_z, static_cast<A*>(nullptr), &v_max);
   const auto row = make_row(zs, vs, tg);
   double total = 0.0;
   for (int32_t b = 0; b < c; b += kChunk) {
