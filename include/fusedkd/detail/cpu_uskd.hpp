@@ -206,23 +206,37 @@ bool quantized_ranks(const A* key, int32_t c, const KeyRange<A>& range, uint32_t
       rank[e & 0xffffu] = static_cast<float>(p + 1);
     }
     // Levels that hold more than one key: insertion by R (descending; the class order that the
-    // stable passes kept breaks ties), and the moved classes' ranks rewritten.
+    // stable passes kept breaks ties), and the moved classes' ranks rewritten. A vector of
+    // entries whose levels all differ from their predecessors' is skipped at once (the usual
+    // case); the others go one entry at a time. `run`: entries so far of a[p - 1]'s level.
+    const hn::RebindToUnsigned<decltype(d)> du;
     int32_t run = 1;
-    for (int32_t p = 1; p < c; ++p) {
-      const uint32_t e = a[p];
-      if ((e >> 16) != (a[p - 1] >> 16)) {
-        run = 1;
-        continue;
+    for (int32_t p = 1; p < c;) {
+      if (p + lanes <= c) {
+        const auto level = hn::ShiftRight<16>(hn::LoadU(du, a + p));
+        const auto before = hn::ShiftRight<16>(hn::LoadU(du, a + p - 1));
+        if (hn::AllFalse(du, hn::Eq(level, before))) {
+          run = 1;
+          p += lanes;
+          continue;
+        }
       }
-      if (++run > kMaxRun) return false;
-      const float r = key[e & 0xffffu];
-      int32_t j = p;
-      for (; j > p - run + 1 && key[a[j - 1] & 0xffffu] < r; --j) {
-        a[j] = a[j - 1];
-        rank[a[j] & 0xffffu] = static_cast<float>(j + 1);
+      for (const int32_t end = std::min(c, p + lanes); p < end; ++p) {
+        const uint32_t e = a[p];
+        if ((e >> 16) != (a[p - 1] >> 16)) {
+          run = 1;
+          continue;
+        }
+        if (++run > kMaxRun) return false;
+        const float r = key[e & 0xffffu];
+        int32_t j = p;
+        for (; j > p - run + 1 && key[a[j - 1] & 0xffffu] < r; --j) {
+          a[j] = a[j - 1];
+          rank[a[j] & 0xffffu] = static_cast<float>(j + 1);
+        }
+        a[j] = e;
+        rank[e & 0xffffu] = static_cast<float>(j + 1);
       }
-      a[j] = e;
-      rank[e & 0xffffu] = static_cast<float>(j + 1);
     }
     return true;
   }
