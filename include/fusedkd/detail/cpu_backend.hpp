@@ -278,14 +278,16 @@ SplitStats<A> row_stats(const A* x, int32_t c, const RowTargets<A>& tg, A inv, b
 /// at scale 1 when One, at scale inv when Two. Meanwhile ahead[lo, hi) is fetched into the
 /// cache, or with MaxAhead read and its max taken into amax (the same runs of another row with
 /// the same targets: the teacher's max, found while the student's exponentials are taken).
+/// `write_ahead` (null: none): values a later pass writes, fetched for writing meanwhile.
 template <bool One, bool Two, bool MaxAhead, class D>
 FUSEDKD_INLINE void exp_run(D d, const hn::TFromD<D>* x, int32_t lo, int32_t hi, hn::Vec<D> vm,
                             hn::Vec<D> vinv, hn::TFromD<D>* e1, hn::TFromD<D>* et,
                             hn::Vec<D>& sum1, hn::Vec<D>& sumt, const hn::TFromD<D>* ahead,
-                            hn::Vec<D>& amax) {
+                            hn::Vec<D>& amax, hn::TFromD<D>* write_ahead) {
   const int32_t lanes = static_cast<int32_t>(hn::Lanes(d));
   int32_t i = lo;
   for (; i + lanes <= hi; i += lanes) {
+    if (write_ahead != nullptr) prefetch_for_write(write_ahead + i);
     if (MaxAhead) {
       amax = hn::Max(amax, hn::LoadU(d, ahead + i));
     } else {
@@ -329,11 +331,12 @@ FUSEDKD_INLINE void exp_run(D d, const hn::TFromD<D>* x, int32_t lo, int32_t hi,
 /// next row), fetched into the cache meanwhile (x itself when there is none). `ahead_max`
 /// (optional, out): the max of `ahead` over this row's non-target classes, for a row with the
 /// same targets (it is read instead of fetched). `known_max` (optional, in): this row's
-/// non-target max, found that way (no max loop here).
+/// non-target max, found that way (no max loop here). `write_ahead` (optional): c values that a
+/// later pass writes (the gradient row), fetched for writing meanwhile.
 template <typename A>
 SplitStats<A> row_stats_kept(const A* x, int32_t c, const RowTargets<A>& tg, A inv, bool two,
                              bool unit, A* e1, A* et, const A* ahead, A* ahead_max = nullptr,
-                             const A* known_max = nullptr) {
+                             const A* known_max = nullptr, A* write_ahead = nullptr) {
   const Tag<A> d;
   const NonTargetRuns runs(0, c, tg.t1, tg.t2);
   SplitStats<A> st;
@@ -348,7 +351,7 @@ SplitStats<A> row_stats_kept(const A* x, int32_t c, const RowTargets<A>& tg, A i
   const auto run = [&](auto one_v, auto two_v, auto max_v) {
     for (int k = 0; k < runs.count; ++k) {
       exp_run<decltype(one_v)::value, decltype(two_v)::value, decltype(max_v)::value>(
-          d, x, runs.lo[k], runs.hi[k], vm, vinv, e1, et, sum1, sumt, ahead, amax);
+          d, x, runs.lo[k], runs.hi[k], vm, vinv, e1, et, sum1, sumt, ahead, amax, write_ahead);
     }
   };
   using yes = std::true_type;
@@ -511,9 +514,11 @@ double pair_row(const A* z, const A* v, A* g, int32_t c, const RowTargets<A>& tg
   // Each pass reads or fetches what the one after it reads first: v during z's exponentials
   // (read: its non-target max is taken there, so v needs no max loop of its own), the next
   // row's z during v's, the next row's v during the gradient pass. The row's first read from
-  // memory then overlaps the exponentials instead of stalling a max loop.
+  // memory then overlaps the exponentials instead of stalling a max loop. The gradient row is
+  // fetched for writing during z's exponentials, the pass that brings no other row in.
   A v_max;
-  const SplitStats<A> zs = row_stats_kept(z, c, tg, inv, two, unit[0], k.z1, k.zt, v, &v_max);
+  const SplitStats<A> zs = row_stats_kept(z, c, tg, inv, two, unit[0], k.z1, k.zt, v, &v_max,
+                                          static_cast<const A*>(nullptr), g);
   const SplitStats<A> vs =
       row_stats_kept(v, c, tg, inv, two, unit[1], k.v1, k.vt, next_z, static_cast<A*>(nullptr), &v_max);
   const auto row = make_row(zs, vs, tg);

@@ -192,6 +192,17 @@ FUSEDKD_INLINE hn::Mask<D> lanes_at(D d, VI ids, int64_t i, int32_t t) {
   return hn::RebindMask(d, hn::Eq(ids, hn::Set(di, static_cast<I>(t - i))));
 }
 
+/// Fetches the cache line at p for writing (a hint: it never faults; nothing where the compiler
+/// has no prefetch builtin).
+template <typename T>
+FUSEDKD_INLINE void prefetch_for_write(T* p) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p, 1, 3);
+#else
+  (void)p;
+#endif
+}
+
 /// Sum of all lanes (in a fixed order for a given target).
 template <class D>
 FUSEDKD_INLINE hn::TFromD<D> sum_lanes(D d, hn::Vec<D> v) {
