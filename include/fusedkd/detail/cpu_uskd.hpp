@@ -207,36 +207,38 @@ bool quantized_ranks(const A* key, int32_t c, const KeyRange<A>& range, uint32_t
     }
     // Levels that hold more than one key: insertion by R (descending; the class order that the
     // stable passes kept breaks ties), and the moved classes' ranks rewritten. A vector of
-    // entries whose levels all differ from their predecessors' is skipped at once (the usual
-    // case); the others go one entry at a time. `run`: entries so far of a[p - 1]'s level.
+    // entries at a time: the lanes whose level is their predecessor's, as bits (none, the usual
+    // case: on to the next vector), and only those lanes inserted, in order.
     const hn::RebindToUnsigned<decltype(d)> du;
-    int32_t run = 1;
-    for (int32_t p = 1; p < c;) {
-      if (p + lanes <= c) {
-        const auto level = hn::ShiftRight<16>(hn::LoadU(du, a + p));
-        const auto before = hn::ShiftRight<16>(hn::LoadU(du, a + p - 1));
-        if (hn::AllFalse(du, hn::Eq(level, before))) {
-          run = 1;
-          p += lanes;
-          continue;
-        }
-      }
-      for (const int32_t end = std::min(c, p + lanes); p < end; ++p) {
-        const uint32_t e = a[p];
-        if ((e >> 16) != (a[p - 1] >> 16)) {
-          run = 1;
-          continue;
-        }
-        if (++run > kMaxRun) return false;
+    constexpr size_t kMaskBytes = (kMaxLaneBytes / 4 + 7) / 8 > 8 ? (kMaxLaneBytes / 4 + 7) / 8 : 8;
+    int32_t run = 1;  // keys so far of a[p - 1]'s level
+    for (int32_t p = 1; p < c; p += lanes) {
+      const size_t n = static_cast<size_t>(std::min(lanes, c - p));
+      const auto same = hn::And(hn::Eq(hn::ShiftRight<16>(load_n(du, a + p, n)),
+                                       hn::ShiftRight<16>(load_n(du, a + p - 1, n))),
+                                hn::FirstN(du, n));
+      uint8_t mask_bytes[kMaskBytes] = {};
+      hn::StoreMaskBits(du, same, mask_bytes);
+      uint64_t bits;
+      std::memcpy(&bits, mask_bytes, sizeof bits);  // lane k is bit k (little-endian bytes)
+      int32_t last = -1;  // the last lane inserted
+      for (; bits != 0; bits &= bits - 1) {
+        const int32_t lane = static_cast<int32_t>(hwy::Num0BitsBelowLS1Bit_Nonzero64(bits));
+        run = (lane == last + 1 ? run : 1) + 1;  // a lane after one not inserted: a level's 2nd
+        if (run > kMaxRun) return false;
+        last = lane;
+        const int32_t q = p + lane;
+        const uint32_t e = a[q];
         const float r = key[e & 0xffffu];
-        int32_t j = p;
-        for (; j > p - run + 1 && key[a[j - 1] & 0xffffu] < r; --j) {
+        int32_t j = q;
+        for (; j > q - run + 1 && key[a[j - 1] & 0xffffu] < r; --j) {
           a[j] = a[j - 1];
           rank[a[j] & 0xffffu] = static_cast<float>(j + 1);
         }
         a[j] = e;
         rank[e & 0xffffu] = static_cast<float>(j + 1);
       }
+      if (last != static_cast<int32_t>(n) - 1) run = 1;
     }
     return true;
   }
