@@ -282,13 +282,12 @@ void uskd_pass(const A* z, const A* w, const float* y, A* gz, A* gw, int32_t c,
   for (int32_t b = 0; b < c; b += kChunk) {
     const int32_t e = c - b > kChunk ? b + kChunk : c;
     L acc_non(A(0)), acc_weak(A(0));
-    for (int32_t i = b; i < e; i += static_cast<int32_t>(lanes)) {
-      const size_t n = std::min(lanes, static_cast<size_t>(e - i));
-      hwy::Prefetch(ahead + i);
-      const auto is1 = lanes_at(d, ids, i, row.tg.t1);
-      const auto target = hn::Or(is1, lanes_at(d, ids, i, row.tg.t2));
+    // n lanes at i; is1 / target: the lanes of the first target / of either, as masks, or
+    // NoTarget for a vector that holds no target (all but at most two per row: no target
+    // masks or selects there; the labels of hard rows are 0 off the target)
+    const auto step = [&](int32_t i, size_t n, auto is1, auto target) FUSEDKD_INLINE_LAMBDA {
       const L zi(load_n(d, z + i, n));
-      const L yi = Soft ? L(load_labels(d, y + i, n)) : L(hn::IfThenElseZero(is1, hn::Set(d, A(1))));
+      const L yi = Soft ? L(load_labels(d, y + i, n)) : choose(is1, L(A(1)), L(A(0)));
       const L s = Paper ? L(load_n(d, sc.s_prob + i, n)) : fk_exp(row.S(zi));
       L dz(A(0)), dw(A(0)), part_non(A(0)), part_weak(A(0));
       row.elements(is1, target, zi, L(load_n(d, w + i, n)), yi, L(load_n(d, sc.rank + i, n)), s,
@@ -304,6 +303,17 @@ void uskd_pass(const A* z, const A* w, const float* y, A* gz, A* gw, int32_t c,
       if (Write) {  // after the reads of z_i and w_i: in place is safe
         store_n(d, hn::Mul(dz.v, vfactor), gz + i, n);
         store_n(d, hn::Mul(dw.v, vfactor), gw + i, n);
+      }
+    };
+    const auto holds = [&](int32_t i, int32_t t) { return t >= i && t - i < static_cast<int32_t>(lanes); };
+    for (int32_t i = b; i < e; i += static_cast<int32_t>(lanes)) {
+      const size_t n = std::min(lanes, static_cast<size_t>(e - i));
+      hwy::Prefetch(ahead + i);
+      if (holds(i, row.tg.t1) || holds(i, row.tg.t2)) {
+        const auto is1 = lanes_at(d, ids, i, row.tg.t1);
+        step(i, n, is1, hn::Or(is1, lanes_at(d, ids, i, row.tg.t2)));
+      } else {
+        step(i, n, NoTarget(), NoTarget());
       }
     }
     sums[0] += static_cast<double>(sum_lanes(d, acc_non.v));
