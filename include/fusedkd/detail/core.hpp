@@ -59,9 +59,11 @@ FUSEDKD_HD A choose(bool c, A a, A b) {
   return c ? a : b;
 }
 
-/// A lane mask that selects no lane, known at compile time: the CPU backend's gradient pass runs
-/// a row's formulas with it away from the target (whose lane it then redoes alone), and the
-/// selects of the target's formulas drop out of the vector loop.
+/// A lane mask that selects no lane, known at compile time: the CPU backend's gradient passes
+/// run a row's formulas with it where no target is, and the selects of the target's formulas
+/// drop out of their code. The teacher losses run every vector so and redo the target alone
+/// (their kept exponentials are 0 there, so its lane adds nothing meanwhile: no per-vector
+/// test); USKD, whose target lanes do add, runs the at most two vectors with a target masked.
 struct NoTarget {};
 template <typename V>
 FUSEDKD_HD V choose(NoTarget, V, V b) {

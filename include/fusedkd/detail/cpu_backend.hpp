@@ -323,28 +323,33 @@ FUSEDKD_INLINE void exp_run(D d, const hn::TFromD<D>* x, int32_t lo, int32_t hi,
   }
 }
 
+/// The max of x over the row's non-target classes (a NaN may be skipped; see max_of).
+template <typename A>
+A non_target_max(const A* x, int32_t c, const RowTargets<A>& tg) {
+  const NonTargetRuns runs(0, c, tg.t1, tg.t2);
+  A m = SplitStats<A>().m;
+  for (int k = 0; k < runs.count; ++k) m = max_of(x + runs.lo[k], runs.hi[k] - runs.lo[k], m);
+  return m;
+}
+
 /// The statistics of one row, keeping the exponentials for the gradient pass: the max of the
 /// non-target classes, then their exponentials relative to it, summed and stored (e1: scale 1,
 /// when `unit` or `!two`; et: scale inv, when `two`), 0 at the targets. Two reads of the row
 /// (the second from cache at any C that fits L2) instead of row_stats' one, and no exponential
 /// in the gradient pass. `ahead`: c values that a later pass reads (the other input's row, the
-/// next row), fetched into the cache meanwhile (x itself when there is none). `ahead_max`
-/// (optional, out): the max of `ahead` over this row's non-target classes, for a row with the
-/// same targets (it is read instead of fetched). `known_max` (optional, in): this row's
-/// non-target max, found that way (no max loop here). `write_ahead` (optional): c values that a
-/// later pass writes (the gradient row), fetched for writing meanwhile.
+/// next row), fetched into the cache meanwhile (x itself when there is none). `m`: the row's
+/// non-target max (non_target_max, or from another row's pass). `ahead_max` (optional, out):
+/// the max of `ahead` over this row's non-target classes, for a row with the same targets (it
+/// is read instead of fetched). `write_ahead` (optional): c values that a later pass writes (the
+/// gradient row), fetched for writing meanwhile.
 template <typename A>
-SplitStats<A> row_stats_kept(const A* x, int32_t c, const RowTargets<A>& tg, A inv, bool two,
+SplitStats<A> row_stats_kept(const A* x, int32_t c, const RowTargets<A>& tg, A m, A inv, bool two,
                              bool unit, A* e1, A* et, const A* ahead, A* ahead_max = nullptr,
-                             const A* known_max = nullptr, A* write_ahead = nullptr) {
+                             A* write_ahead = nullptr) {
   const Tag<A> d;
   const NonTargetRuns runs(0, c, tg.t1, tg.t2);
   SplitStats<A> st;
-  if (known_max != nullptr) {
-    st.m = *known_max;
-  } else {
-    for (int k = 0; k < runs.count; ++k) st.m = max_of(x + runs.lo[k], runs.hi[k] - runs.lo[k], st.m);
-  }
+  st.m = m;
   const bool one = unit || !two;
   const auto vm = hn::Set(d, st.m), vinv = hn::Set(d, inv);
   auto sum1 = hn::Zero(d), sumt = hn::Zero(d), amax = hn::Set(d, SplitStats<A>().m);
@@ -421,6 +426,11 @@ Status check_pair(const Matrix<const T>& z, const Matrix<const T>& v, const Labe
   if (s != Status::kSuccess) return s;
   if (loss == nullptr) return Status::kNullPointer;
   return check_soft_stride_and_classes(labels, n, c);
+}
+
+/// Whether the vector of lanes at i holds class t (t < 0: none).
+FUSEDKD_INLINE bool vector_holds(int64_t i, int32_t t, size_t lanes) {
+  return t >= i && t - i < static_cast<int64_t>(lanes);
 }
 
 /// The gradient pass of a teacher loss's row over [b, e) from the statistics' exponentials (see
@@ -517,10 +527,9 @@ double pair_row(const A* z, const A* v, A* g, int32_t c, const RowTargets<A>& tg
   // memory then overlaps the exponentials instead of stalling a max loop. The gradient row is
   // fetched for writing during z's exponentials, the pass that brings no other row in.
   A v_max;
-  const SplitStats<A> zs = row_stats_kept(z, c, tg, inv, two, unit[0], k.z1, k.zt, v, &v_max,
-                                          static_cast<const A*>(nullptr), g);
-  const SplitStats<A> vs =
-      row_stats_kept(v, c, tg, inv, two, unit[1], k.v1, k.vt, next_z, static_cast<A*>(nullptr), &v_max);
+  const SplitStats<A> zs = row_stats_kept(z, c, tg, non_target_max(z, c, tg), inv, two, unit[0],
+                                          k.z1, k.zt, v, &v_max, g);
+  const SplitStats<A> vs = row_stats_kept(v, c, tg, v_max, inv, two, unit[1], k.v1, k.vt, next_z);
   const auto row = make_row(zs, vs, tg);
   double total = 0.0;
   for (int32_t b = 0; b < c; b += kChunk) {

@@ -210,14 +210,14 @@ bool quantized_ranks(const A* key, int32_t c, const KeyRange<A>& range, uint32_t
     // entries at a time: the lanes whose level is their predecessor's, as bits (none, the usual
     // case: on to the next vector), and only those lanes inserted, in order.
     const hn::RebindToUnsigned<decltype(d)> du;
-    constexpr size_t kMaskBytes = (kMaxLaneBytes / 4 + 7) / 8 > 8 ? (kMaxLaneBytes / 4 + 7) / 8 : 8;
+    static_assert(kMaxLaneBytes / 4 <= 64, "a vector's lane bits fit one uint64_t");
     int32_t run = 1;  // keys so far of a[p - 1]'s level
     for (int32_t p = 1; p < c; p += lanes) {
       const size_t n = static_cast<size_t>(std::min(lanes, c - p));
       const auto same = hn::And(hn::Eq(hn::ShiftRight<16>(load_n(du, a + p, n)),
                                        hn::ShiftRight<16>(load_n(du, a + p - 1, n))),
                                 hn::FirstN(du, n));
-      uint8_t mask_bytes[kMaskBytes] = {};
+      uint8_t mask_bytes[8] = {};
       hn::StoreMaskBits(du, same, mask_bytes);
       uint64_t bits;
       std::memcpy(&bits, mask_bytes, sizeof bits);  // lane k is bit k (little-endian bytes)
@@ -305,11 +305,10 @@ void uskd_pass(const A* z, const A* w, const float* y, A* gz, A* gw, int32_t c,
         store_n(d, hn::Mul(dw.v, vfactor), gw + i, n);
       }
     };
-    const auto holds = [&](int32_t i, int32_t t) { return t >= i && t - i < static_cast<int32_t>(lanes); };
     for (int32_t i = b; i < e; i += static_cast<int32_t>(lanes)) {
       const size_t n = std::min(lanes, static_cast<size_t>(e - i));
       hwy::Prefetch(ahead + i);
-      if (holds(i, row.tg.t1) || holds(i, row.tg.t2)) {
+      if (vector_holds(i, row.tg.t1, lanes) || vector_holds(i, row.tg.t2, lanes)) {
         const auto is1 = lanes_at(d, ids, i, row.tg.t1);
         step(i, n, is1, hn::Or(is1, lanes_at(d, ids, i, row.tg.t2)));
       } else {
@@ -477,7 +476,8 @@ FUSEDKD_PARALLEL_ROWS(n * c)
                             own + 2 * c, own + 3 * c};
     // The weak row's statistics, its exponentials kept in sc.w_prob for the rank keys.
     const SplitStats<A> ws =
-        row_stats_kept(wr, c32, tg, A(1), false, true, sc.w_prob, sc.w_prob, zr);
+        row_stats_kept(wr, c32, tg, non_target_max(wr, c32, tg), A(1), false, true, sc.w_prob,
+                       sc.w_prob, zr);
 
     // Zipf ranks: sort all classes by R, descending, ties by class index.
     const UskdRankKey<A> key(zs.full(A(1), tg), ws.full(A(1), tg), zs, ws, tg, rank_mode);
